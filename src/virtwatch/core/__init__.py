@@ -1,0 +1,1 @@
+"""The async engine: libvirt access, collection, rates and the hub. No UI, no SQL."""

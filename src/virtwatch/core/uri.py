@@ -1,0 +1,58 @@
+"""Redaction of libvirt URIs: no credential reaches a log line, the screen or the store."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+MASK = "***"
+# query parameters of libvirt remote URIs that name secrets or where they live
+_SECRET_PARAMS = frozenset({"keyfile", "pkipath", "known_hosts", "password", "passwd", "auth"})
+_URI_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+
+
+def redact_uri(uri: str) -> str:
+    """Return `uri` with any password and secret-bearing query values masked.
+
+    The user name stays (admins need to see who they connect as); a password never does.
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = [
+            (k, MASK if k.lower() in _SECRET_PARAMS else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs, safe="/*")
+    if netloc == parts.netloc and query == parts.query:
+        return uri  # nothing secret; keep the admin's spelling (qemu:///system stays so)
+    # build by hand: urlunsplit drops the empty authority of 'qemu:///system'
+    out = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        out += f"?{query}"
+    if parts.fragment:
+        out += f"#{parts.fragment}"
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Redact every URI found inside free text (libvirt error messages carry whole URIs)."""
+    return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+
+
+def is_local(uri: str) -> bool:
+    """True for a URI that reaches the hypervisor on this machine (no host part)."""
+    return not urlsplit(uri).hostname
+
+
+def driver_of(uri: str) -> str:
+    """'qemu+ssh://h/system' -> 'qemu'."""
+    return urlsplit(uri).scheme.split("+", 1)[0]

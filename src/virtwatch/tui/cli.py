@@ -1,0 +1,194 @@
+"""The command line and the composition root: the only place that builds the
+runtime and the store and wires them together.
+
+    virtwatch [--uri URI] [--db PATH] [--interval S]      the dashboard
+    virtwatch snapshot --json [--uri URI]                 one snapshot as JSON
+    virtwatch db upgrade [--db PATH]                      migrate the database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from virtwatch import __version__
+from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
+from virtwatch.core.connection import SingleConnection, open_connection
+from virtwatch.core.demo import demo_uri
+from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.hub import Hub
+from virtwatch.core.model import snapshot_to_dict
+from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.runtime import HostConfig, Runtime
+from virtwatch.core.uri import redact_text, redact_uri
+from virtwatch.storage.engine import db_url
+from virtwatch.storage.recorder import SampleRecorder
+from virtwatch.storage.store import Store
+
+FALLBACK_URI = "qemu:///system"
+PROBE_TIMEOUT_S = 5.0
+EXIT_FAILURE = 2
+
+
+def default_db_path() -> Path:
+    return platformdirs.user_data_path("virtwatch") / "virtwatch.db"
+
+
+def resolve_uri(flag: str | None) -> tuple[str, bool]:
+    """(uri, explicit): --uri wins and is explicit (never falls back to the demo host)."""
+    if flag:
+        return flag, True
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or FALLBACK_URI, False
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="virtwatch", description="A terminal dashboard for KVM/libvirt hosts."
+    )
+    p.add_argument("--version", action="version", version=f"virtwatch {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)"
+    )
+    common.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    common.add_argument(
+        "--interval", type=_positive, default=DEFAULT_INTERVAL_S, help="seconds between ticks"
+    )
+    p.add_argument("--uri", help=argparse.SUPPRESS)
+    p.add_argument("--db", help=argparse.SUPPRESS)
+    p.add_argument("--interval", type=_positive, default=DEFAULT_INTERVAL_S, help=argparse.SUPPRESS)
+    p.add_argument("--read-only", action="store_true", help="open read-only connections")
+    p.add_argument(
+        "--no-demo", action="store_true", help="never fall back to the bundled demo host"
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    dash = sub.add_parser("dashboard", parents=[common], help="the live dashboard (default)")
+    dash.add_argument("--read-only", action="store_true", help="open read-only connections")
+    dash.add_argument("--no-demo", action="store_true", help="never fall back to the demo host")
+    snap = sub.add_parser("snapshot", parents=[common], help="print one snapshot and exit")
+    snap.add_argument("--json", action="store_true", required=True, help="JSON on stdout")
+    db = sub.add_parser("db", help="database maintenance")
+    dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    up = dbsub.add_parser("upgrade", help="run migrations up to the latest schema")
+    up.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    return p
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    uri: str
+    notice: str | None
+    name: str | None = None
+
+
+async def choose_host(flag: str | None, *, allow_demo: bool, read_only: bool) -> Chosen:
+    """The URI to watch. Without --uri, a hypervisor that does not answer gives the demo
+    host, with the reason shown on screen. With --uri, a failure is an error."""
+    uri, explicit = resolve_uri(flag)
+    if explicit or not allow_demo:
+        return Chosen(uri, None)
+    try:
+        conn = await open_connection(uri, read_only=read_only, timeout_s=PROBE_TIMEOUT_S)
+    except AppError as err:
+        notice = (
+            f"DEMO HOST (fictional values) — {redact_uri(uri)} did not answer: {err.message}. "
+            "Start libvirtd or pass --uri."
+        )
+        return Chosen(demo_uri(), notice, "demo")
+    await asyncio.to_thread(conn.close)
+    return Chosen(uri, None)
+
+
+async def run_dashboard(args: argparse.Namespace) -> int:
+    from virtwatch.tui.app import VirtwatchApp  # Textual loads only for the screen
+
+    prepare_libvirt()
+    chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
+    hub = Hub()
+    async with Store(db_url(args.db or default_db_path())) as store:
+        recorder = SampleRecorder(store, hub)
+        writer = asyncio.create_task(recorder.run(), name="sample-recorder")
+        try:
+            host = HostConfig(
+                chosen.uri,
+                name=chosen.name,
+                read_only=args.read_only,
+                interval_s=args.interval,
+                notice=chosen.notice,
+            )
+            async with Runtime([host], hub=hub):
+                await VirtwatchApp(hub).run_async()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+    return 0
+
+
+async def run_snapshot(args: argparse.Namespace) -> int:
+    prepare_libvirt()
+    uri, _explicit = resolve_uri(args.uri)
+    source = SingleConnection(uri, read_only=True)
+    try:
+        collector = Collector(source, lambda _item: None)
+        await collector.tick()
+        await asyncio.sleep(min(args.interval, 1.0))  # a second tick gives CPU rates
+        snap = await collector.tick()
+    finally:
+        await source.close()
+    json.dump(snapshot_to_dict(snap), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+async def run_db(args: argparse.Namespace) -> int:
+    async with Store(db_url(args.db or default_db_path())) as store:
+        print(f"database at {redact_text(store.url)} is up to date")
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"virtwatch: {redact_text(message)}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "dashboard"
+    runner = {"dashboard": run_dashboard, "snapshot": run_snapshot, "db": run_db}[command]
+    try:
+        return asyncio.run(runner(args))
+    except AppError as err:
+        return _fail(err.one_line())
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # the last line of defence: one line, never a traceback
+        if os.environ.get("VIRTWATCH_DEBUG"):
+            raise
+        bug = AppError(
+            ErrorCode.INTERNAL_ERROR,
+            f"unexpected {err.__class__.__name__}: {err}",
+            "this is a bug; rerun with VIRTWATCH_DEBUG=1 for a traceback and report it",
+            Severity.CRITICAL,
+        )
+        return _fail(bug.one_line())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

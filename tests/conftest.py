@@ -1,0 +1,50 @@
+"""Shared fixtures: private test-driver fleets and the process-wide libvirt setup."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from virtwatch.core.process import prepare_libvirt
+
+FleetFactory = Callable[..., str]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _libvirt_quiet() -> None:
+    prepare_libvirt()
+
+
+def fleet_xml(count: int, *, states: tuple[int, ...] = (1, 1, 1, 3, 5)) -> str:
+    """A test-driver node with `count` domains cycling through `states`."""
+    parts = [
+        "<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>",
+        "<cpu><mhz>2000</mhz><model>t</model><active>8</active><nodes>1</nodes>"
+        "<sockets>1</sockets><cores>4</cores><threads>2</threads></cpu>",
+        "<memory>33554432</memory>",
+    ]
+    for i in range(count):
+        parts.append(
+            f"<domain type='test'><name>vm-{i:04d}</name>"
+            f"<uuid>{uuid.UUID(int=i + 1)}</uuid>"
+            f"<memory unit='MiB'>{256 * (1 + i % 4)}</memory><vcpu>{1 + i % 4}</vcpu>"
+            "<os><type arch='x86_64'>hvm</type></os>"
+            f"<test:runstate>{states[i % len(states)]}</test:runstate></domain>"
+        )
+    parts.append("</node>")
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def make_fleet(tmp_path: Path) -> FleetFactory:
+    """Write a private fleet XML and return its test:/// URI."""
+
+    def make(count: int = 10, **kw: tuple[int, ...]) -> str:
+        path = tmp_path / f"fleet-{count}-{uuid.uuid4().hex[:6]}.xml"
+        path.write_text(fleet_xml(count, **kw))
+        return f"test://{path}"
+
+    return make
