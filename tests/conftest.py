@@ -48,3 +48,8 @@ def make_fleet(tmp_path: Path) -> FleetFactory:
         return f"test://{path}"
 
     return make
+
+
+from tests.vms import hypervisor, transient_vm  # noqa: E402  (fixtures for qemu tests)
+
+__all__ = ["FleetFactory", "fleet_xml", "hypervisor", "make_fleet", "transient_vm"]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.qemu.conftest import QEMU_URI, VmFactory
+from tests.vms import QEMU_URI, VmFactory
 from virtwatch.core.collector import Collector
 from virtwatch.core.connection import SingleConnection
 from virtwatch.core.model import DomainState, MemorySource

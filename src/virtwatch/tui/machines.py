@@ -125,7 +125,9 @@ class MachineTable(DataTable[Text]):
                 styled = _styled(cells, d.state)
                 for i, (col, _label) in enumerate(COLUMNS):
                     if old[i] != cells[i] or (i == 1 and self._states[key] is not d.state):
-                        self.update_cell(key, col, styled[i])
+                        # grow the column only when the new text is wider than the old
+                        wider = len(cells[i]) > len(old[i])
+                        self.update_cell(key, col, styled[i], update_width=wider)
                         updated += 1
             self._shown[key] = cells
             self._states[key] = d.state

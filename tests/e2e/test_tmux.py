@@ -1,0 +1,126 @@
+"""The real binary in a real terminal (tmux) against the real hypervisor."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.vms import QEMU_URI, diskless_xml, unique_name
+
+pytestmark = pytest.mark.qemu
+
+BIN = str(Path(sys.executable).with_name("virtwatch"))
+
+
+def tmux(*args: str) -> str:
+    return subprocess.run(
+        ["tmux", *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclass
+class Screen:
+    session: str
+    rc_file: Path
+
+    def text(self) -> str:
+        return tmux("capture-pane", "-p", "-t", self.session)
+
+    def __call__(self) -> str:
+        return self.text()
+
+    def alive(self) -> bool:
+        out = subprocess.run(["tmux", "has-session", "-t", self.session], capture_output=True)
+        return out.returncode == 0
+
+
+@pytest.fixture
+def screen(tmp_path: Path, hypervisor: None) -> Iterator[Screen]:
+    assert shutil.which("tmux"), "tmux is installed by `make test`"
+    session = f"vw-{uuid.uuid4().hex[:8]}"
+    # the session runs only virtwatch: when it exits, the session ends
+    rc_file = tmp_path / "rc"
+    cmd = f"{BIN} --uri {QEMU_URI} --db {tmp_path / 'e2e.db'} --interval 1; echo $? > {rc_file}"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd)
+    try:
+        yield Screen(session, rc_file)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
+
+
+def test_a_vm_started_with_virsh_appears_and_its_destroy_shows(
+    screen: Screen, tmp_path: Path
+) -> None:
+    wait_for(lambda: "Machines" in screen() and "libvirt" in screen(), 20, "the dashboard")
+    name = unique_name("vwe2e")
+    xml = tmp_path / "vm.xml"
+    xml.write_text(diskless_xml(name))
+    subprocess.run(
+        ["virsh", "-c", QEMU_URI, "create", str(xml)], check=True, timeout=60, capture_output=True
+    )
+    try:
+        wait_for(lambda: name in screen(), 2 * 1.0 + 3.0, f"{name} on screen within two ticks")
+        line = next(ln for ln in screen().splitlines() if name in ln)
+        assert "running" in line
+    finally:
+        subprocess.run(
+            ["virsh", "-c", QEMU_URI, "destroy", name],
+            check=False,
+            timeout=60,
+            capture_output=True,
+        )
+    # a transient VM is gone once destroyed: its row leaves the table
+    wait_for(lambda: name not in screen(), 10, f"{name} to leave the screen")
+    assert screen.alive()
+
+
+def test_q_quits_cleanly(screen: Screen) -> None:
+    wait_for(lambda: "Machines" in screen(), 20, "the dashboard")
+    tmux("send-keys", "-t", screen.session, "q")
+    wait_for(lambda: not screen.alive(), 10, "virtwatch to exit on q")
+    assert screen.rc_file.read_text().strip() == "0"
+
+
+def test_a_persistent_vm_shows_shut_off_after_destroy(screen: Screen, tmp_path: Path) -> None:
+    wait_for(lambda: "Machines" in screen(), 20, "the dashboard")
+    name = unique_name("vwe2e")
+    xml = tmp_path / "vm.xml"
+    xml.write_text(diskless_xml(name))
+
+    def virsh(*args: str) -> None:
+        subprocess.run(
+            ["virsh", "-c", QEMU_URI, *args], check=True, timeout=60, capture_output=True
+        )
+
+    virsh("define", str(xml))
+    try:
+        virsh("start", name)
+        wait_for(lambda: name in screen(), 6, f"{name} on screen")
+        virsh("destroy", name)
+        wait_for(
+            lambda: any(
+                name in ln and "shut off: destroyed by admin" in ln for ln in screen().splitlines()
+            ),
+            6,
+            f"{name} shown as destroyed",
+        )
+    finally:
+        subprocess.run(["virsh", "-c", QEMU_URI, "destroy", name], capture_output=True)
+        subprocess.run(["virsh", "-c", QEMU_URI, "undefine", name], capture_output=True)
