@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import libvirt
@@ -105,6 +105,12 @@ class SingleConnection:
         self._lock = asyncio.Lock()
         self._state = SourceState.UNOPENED
         self.opened_at: float | None = None
+        self._open_listeners: list[Callable[[libvirt.virConnect], None]] = []
+
+    def add_open_listener(self, fn: Callable[[libvirt.virConnect], None]) -> None:
+        """Call `fn(conn)` in a worker thread after each (re)open, before the connection
+        is handed out: event callbacks re-register here after a reconnect."""
+        self._open_listeners.append(fn)
 
     @property
     def uri(self) -> str:
@@ -130,9 +136,12 @@ class SingleConnection:
             )
         async with self._lock:
             if self._conn is None:
-                self._conn = await open_connection(
+                conn = await open_connection(
                     self._uri, read_only=self._read_only, timeout_s=self._open_timeout_s
                 )
+                for listener in self._open_listeners:
+                    await asyncio.to_thread(listener, conn)
+                self._conn = conn
                 self._state = SourceState.OPEN
                 self.opened_at = time.time()
             return self._conn
