@@ -88,6 +88,11 @@ def _strip_runtime(root: ET.Element) -> None:
                     src.attrib.pop("path", None)
                     if not src.attrib:
                         parent.remove(src)
+    for tag in ("memory", "currentMemory", "maxMemory"):
+        elem = root.find(tag)
+        kib = _kib(elem)
+        if elem is not None and kib is not None:  # one spelling: 2048 MiB == 2097152 KiB
+            elem.text, elem.attrib["unit"] = str(kib), "KiB"
     resource = root.find("resource")
     if resource is not None and len(resource) == 0 and not resource.attrib:
         root.remove(resource)
@@ -331,6 +336,11 @@ def diff_domain_xml(old: str, new: str) -> ConfigDrift:
     removed = tuple(sorted(da[k][0] for k in da.keys() - db.keys()))
     changed = tuple(sorted(db[k][0] for k in da.keys() & db.keys() if da[k][1] != db[k][1]))
     (va, ca), (vb, cb) = _vcpus(a), _vcpus(b)
+    ma, mb = _kib(a.find("memory")), _kib(b.find("memory"))
+    cma, cmb = _kib(a.find("currentMemory")), _kib(b.find("currentMemory"))
+    # "current" is worth a word only when it is not just following the maximum
+    current_mem = None if (cma in (None, ma) and cmb in (None, mb)) else _change(cma, cmb)
+    current_cpus = None if (ca == va and cb == vb) else _change(ca, cb)
     name_a, name_b = a.findtext("name", ""), b.findtext("name", "")
     oa, ob = _others(a), _others(b)
     other = tuple(sorted(t for t in oa.keys() | ob.keys() if oa.get(t) != ob.get(t)))
@@ -338,10 +348,10 @@ def diff_domain_xml(old: str, new: str) -> ConfigDrift:
         added=added,
         removed=removed,
         changed=changed,
-        memory_kib=_change(_kib(a.find("memory")), _kib(b.find("memory"))),
-        current_memory_kib=_change(_kib(a.find("currentMemory")), _kib(b.find("currentMemory"))),
+        memory_kib=_change(ma, mb),
+        current_memory_kib=current_mem,
         vcpus=_change(va, vb),
-        current_vcpus=_change(ca, cb),
+        current_vcpus=current_cpus,
         name=None if name_a == name_b else (name_a, name_b),
         other=other,
     )
@@ -375,16 +385,17 @@ def drift_event(
 
 # libvirt events after which a VM's definition may differ
 _TRIGGERS = frozenset({EventKind.DEVICE_ADDED, EventKind.DEVICE_REMOVED, EventKind.METADATA_CHANGE})
-_DEFINED = frozenset({"defined", "undefined", str(libvirt.VIR_DOMAIN_EVENT_DEFINED)})
+_DEFINE_EVENTS = frozenset(
+    {str(libvirt.VIR_DOMAIN_EVENT_DEFINED), str(libvirt.VIR_DOMAIN_EVENT_UNDEFINED)}
+)
 
 
 def is_trigger(event: DomainEvent) -> bool:
     """Does this event mean the VM's definition may have changed?"""
     if event.kind in _TRIGGERS:
         return True
-    if event.kind is EventKind.LIFECYCLE:
-        words = {str(v).lower() for k, v in event.detail.items() if k in ("event", "event_name")}
-        return bool(words & _DEFINED) or event.summary.lower().startswith("defined")
+    if event.kind is EventKind.LIFECYCLE:  # events.py: detail event=0 defined, 1 undefined
+        return event.detail.get("event") in _DEFINE_EVENTS
     return False
 
 

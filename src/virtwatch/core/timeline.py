@@ -522,17 +522,14 @@ def _crash_hint(e: TimelineEntry, ix: _Index) -> str:
     return "; ".join(parts)
 
 
-# lifecycle words -> the actions that produce them
+# lifecycle words (events.py's decoding) -> the actions that produce them
 _EFFECTS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("destroyed", frozenset({"force_off", "destroy"})),
+    ("destroyed", frozenset({"force_off"})),
     ("shut down", frozenset({"shutdown"})),
-    ("shutdown", frozenset({"shutdown"})),
-    ("paused", frozenset({"pause", "suspend"})),
-    ("suspended", frozenset({"pause", "suspend"})),
-    ("resumed", frozenset({"resume"})),
-    ("unpaused", frozenset({"resume"})),
-    ("started", frozenset({"start", "reboot"})),
-    ("booted", frozenset({"start"})),
+    ("shutdown:", frozenset({"shutdown"})),
+    ("suspended: by admin", frozenset({"pause"})),
+    ("resumed: unpaused", frozenset({"resume"})),
+    ("started: booted", frozenset({"start"})),
     ("reboot", frozenset({"reboot"})),
 )
 
@@ -558,7 +555,7 @@ def _failed_action_hint(e: TimelineEntry, ix: _Index) -> str:
         return ""
     for prior in reversed(ix.vm_entries(e.vm_uuid, float("-inf"), e.at)):
         if prior.kind is EntryKind.EVENT and prior.at < e.at:
-            return f"the VM was {prior.title} since {clock_time(prior.at)}"
+            return f"last event before it: {prior.title} at {clock_time(prior.at)}"
     return ""
 
 
