@@ -2,6 +2,7 @@
 
 synchronous=FULL: a committed write survives an app crash *and* a power loss; it
 costs ~1 ms per commit here and the writer commits at most about once a second.
+One writer engine (one connection) and a separate read-only reader engine.
 """
 
 from __future__ import annotations
@@ -27,14 +28,32 @@ def db_url(target: str | Path) -> str:
     return f"sqlite+aiosqlite:///{Path(text).expanduser().resolve()}"
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for PostgreSQL or an in-memory database)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE itself (SQLAlchemy's SQLite recipe)
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # only takes effect before the first table exists: a new file frees pages incrementally
+    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_connect_reader(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA query_only=ON")
     cur.close()
 
 
@@ -44,13 +63,26 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> AsyncEngine:
+def _sqlite_begin_reader(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(url: str, *, reader: bool = False) -> AsyncEngine:
+    """The writer engine (one connection), or with `reader=True` a read-only one."""
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
-        event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        path = sqlite_path(url)
+        if path is not None and not reader:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, pool_size=2 if reader else 1, max_overflow=0)
+        event.listen(
+            engine.sync_engine, "connect", _sqlite_connect_reader if reader else _sqlite_connect
+        )
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_reader if reader else _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=2 if reader else 1,
+        max_overflow=2 if reader else 1,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+    )

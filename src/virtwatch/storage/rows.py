@@ -1,0 +1,246 @@
+"""What each hub record becomes as a table row: pure conversions, no I/O.
+
+Times become integer epoch milliseconds; text that may carry a URI is redacted;
+values that are unknown or not finite are never stored (no invented zeros).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from virtwatch.core.model import Snapshot
+from virtwatch.core.records import (
+    AuditRecord,
+    DomainEvent,
+    HealthAlert,
+    HealthResult,
+    HostConnection,
+    TaskUpdate,
+)
+from virtwatch.core.reports import ErrorReport
+from virtwatch.core.uri import redact_text
+
+# every record kind the store keeps besides samples, in the order a flush writes them
+Record = (
+    ErrorReport
+    | HealthResult
+    | HealthAlert
+    | DomainEvent
+    | TaskUpdate
+    | AuditRecord
+    | HostConnection
+)
+RECORD_TYPES: tuple[type, ...] = (
+    ErrorReport,
+    HealthResult,
+    HealthAlert,
+    DomainEvent,
+    TaskUpdate,
+    AuditRecord,
+    HostConnection,
+)
+# kept in preference to samples when the buffer is full
+PRIORITY_TYPES: tuple[type, ...] = (ErrorReport, HealthResult, HealthAlert)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRow:
+    """One measured value on its way to the database."""
+
+    host: str
+    vm_uuid: str  # "" for the host itself
+    vm_name: str
+    metric: str
+    ts_ms: int
+    value: float
+
+
+def ms(t: float) -> int:
+    """Epoch seconds -> epoch milliseconds."""
+    return round(t * 1000)
+
+
+def ms_or_none(t: float | None) -> int | None:
+    return None if t is None else ms(t)
+
+
+def _finite(value: float | int | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def rows_from_snapshot(snap: Snapshot) -> list[SampleRow]:
+    """The values of one snapshot worth keeping, as rows. Unknown values are not invented."""
+    ts = ms(snap.taken_at)
+    rows: list[SampleRow] = []
+    hs = snap.host_sample
+    if hs is not None:
+        for metric, value in (
+            ("host.cpu_pct", hs.cpu_pct),
+            ("host.mem_used_kib", hs.mem_used_kib),
+        ):
+            if value is not None and _finite(value):
+                rows.append(SampleRow(snap.host, "", "", metric, ts, float(value)))
+    for d in snap.domains:
+        for metric, v in (
+            ("cpu_pct", d.cpu_pct),
+            ("mem_used_kib", d.mem_used_kib),
+            ("mem_alloc_kib", d.mem_alloc_kib),
+        ):
+            if v is not None and _finite(v):
+                rows.append(SampleRow(snap.host, d.uuid, d.name, metric, ts, float(v)))
+    return rows
+
+
+def _text(value: str | None) -> str:
+    return redact_text(value) if value else ""
+
+
+def _opt_text(value: str | None) -> str | None:
+    return redact_text(value) if value else value
+
+
+def _detail(values: Mapping[str, object]) -> dict[str, Any]:
+    return {str(k): redact_text(str(v)) for k, v in values.items()}
+
+
+def fingerprint_of(report: ErrorReport) -> str:
+    """The reporter's fingerprint, or the same recipe (code|host|vm|message) when absent."""
+    if report.fingerprint:
+        return report.fingerprint[:512]
+    err = report.error
+    return f"{err.code}|{report.host or ''}|{report.vm or ''}|{redact_text(err.message)}"[:512]
+
+
+def error_row(report: ErrorReport) -> dict[str, Any]:
+    err = report.error
+    last = ms(report.at)
+    first = ms(report.first_at) if report.first_at is not None else last
+    return {
+        "fingerprint": fingerprint_of(report),
+        "code": str(err.code),
+        "category": str(err.code.category),
+        "severity": int(err.severity),
+        "message": _text(err.message),
+        "hint": _text(err.hint),
+        "context": _detail(err.context),
+        "host": _opt_text(report.host),
+        "vm": report.vm,
+        "cause": _text(getattr(err, "cause_text", "")),
+        "count": max(1, report.count),
+        "first_at_ms": min(first, last),
+        "last_at_ms": max(first, last),
+        "closed": bool(getattr(report, "closed", False)),
+    }
+
+
+def merge_error_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (fingerprint, first_at_ms): the latest report of an incident wins
+    (counts are cumulative: the larger is kept, never a sum), so one INSERT never
+    touches a key twice."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["fingerprint"], row["first_at_ms"])
+        old = merged.get(key)
+        if old is None:
+            merged[key] = row
+        else:
+            newer = row if row["last_at_ms"] >= old["last_at_ms"] else old
+            merged[key] = {
+                **newer,
+                "count": max(old["count"], row["count"]),
+                "last_at_ms": max(old["last_at_ms"], row["last_at_ms"]),
+            }
+    return list(merged.values())
+
+
+def event_row(ev: DomainEvent) -> dict[str, Any]:
+    return {
+        "host": _text(ev.host),
+        "vm_uuid": ev.vm_uuid,
+        "vm_name": ev.vm_name,
+        "kind": str(ev.kind),
+        "summary": _text(ev.summary),
+        "detail": _detail(ev.detail),
+        "at_ms": ms(ev.at),
+    }
+
+
+def task_row(t: TaskUpdate) -> dict[str, Any]:
+    return {
+        "task_id": t.task_id,
+        "name": t.name,
+        "kind": t.kind,
+        "state": str(t.state),
+        "attempt": t.attempt,
+        "max_attempts": t.max_attempts,
+        "at_ms": ms(t.at),
+        "started_at_ms": ms_or_none(t.started_at),
+        "next_try_at_ms": ms_or_none(t.next_try_at),
+        "error_code": t.error_code,
+        "message": _text(t.message),
+        "host": _opt_text(t.host),
+        "vm_name": t.vm_name,
+    }
+
+
+def audit_row(a: AuditRecord) -> dict[str, Any]:
+    return {
+        "host": _text(a.host),
+        "vm_uuid": a.vm_uuid,
+        "vm_name": a.vm_name,
+        "action": a.action,
+        "user": a.user,
+        "client": a.client,
+        "outcome": str(a.outcome),
+        "started_at_ms": ms(a.started_at),
+        "duration_s": a.duration_s if math.isfinite(a.duration_s) else 0.0,
+        "message": _text(a.message),
+        "error_code": a.error_code,
+    }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def health_row(h: HealthResult) -> dict[str, Any]:
+    return {
+        "check": h.check,
+        "subject": h.subject,
+        "state": int(h.state),
+        "raw_state": int(h.raw_state),
+        "value": _finite_or_none(h.value),
+        "unit": h.unit,
+        "warn": _finite_or_none(h.warn),
+        "crit": _finite_or_none(h.crit),
+        "message": _text(h.message),
+        "host": _opt_text(h.host),
+        "at_ms": ms(h.at),
+    }
+
+
+def alert_row(a: HealthAlert) -> dict[str, Any]:
+    return {
+        "check": a.check,
+        "subject": a.subject,
+        "previous": int(a.previous),
+        "current": int(a.current),
+        "message": _text(a.message),
+        "host": _opt_text(a.host),
+        "at_ms": ms(a.at),
+    }
+
+
+def connection_row(c: HostConnection) -> dict[str, Any]:
+    return {
+        "host": _text(c.host),
+        "uri": redact_text(c.uri),
+        "state": str(c.state),
+        "message": _text(c.message),
+        "since_ms": ms(c.since),
+        "next_retry_at_ms": ms_or_none(c.next_retry_at),
+        "at_ms": ms(c.at),
+    }

@@ -1,0 +1,465 @@
+"""The store writer: hub records -> a bounded in-memory buffer -> batched transactions.
+
+Producers never await the disk: the hub hands items over without blocking, and small
+intake tasks move them into one bounded buffer. One writer task commits the buffer at
+least every `flush_interval_s` (and at once when a statement's worth is waiting), then
+runs the rollups and retention when they are due. When the database refuses writes
+(disk full, locked for long, server down) the app keeps running: the rows stay in the
+buffer, the oldest raw samples are dropped first when it is full (errors, health and
+events are kept in preference), every drop is counted and reported, and the writer
+retries until the database takes rows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.model import Snapshot
+from virtwatch.core.records import HealthResult, HealthState
+from virtwatch.core.reports import ErrorReport
+from virtwatch.core.uri import redact_text
+from virtwatch.storage import retention, rollup
+from virtwatch.storage.retention import Retention
+from virtwatch.storage.rows import RECORD_TYPES, Record, SampleRow, rows_from_snapshot
+from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUFFER_ROWS = 200_000  # ~20 MB; 100 VMs x 10 metrics at 2 s: ~13 minutes of outage
+DEFAULT_FLUSH_INTERVAL_S = 1.0
+MAX_ROWS_PER_FLUSH = 20_000  # one transaction; the rest goes in the next one at once
+ROLLUP_EVERY_S = 60.0
+RETENTION_EVERY_S = 600.0
+MAX_ROLLUP_STEPS_PER_ROUND = 4  # then flush again: catching up never delays new rows long
+# "database is locked" for up to this long is normal contention, not worth a report
+BUSY_GRACE_S = 30.0
+REPORT_EVERY_S = 60.0
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 10.0
+
+Reporter = Callable[[AppError], None]
+
+
+class WriterState(enum.StrEnum):
+    UNSTARTED = "unstarted"
+    RUNNING = "running"
+    FAILING = "failing"  # the database refuses writes; rows are held in memory
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """What a health check and `db stats` need to judge the writer."""
+
+    state: WriterState
+    buffered_samples: int
+    buffered_records: int
+    dropped_samples: int  # oldest raw samples dropped because the buffer was full
+    dropped_records: int  # records dropped (only when no sample was left to drop)
+    rows_written: int
+    flushes: int
+    failed_flushes: int
+    last_flush_at: float | None  # wall time of the last successful commit
+    failing_since: float | None
+    last_error: str | None
+    lag_s: float  # age of the oldest row still waiting for the disk (0 when none)
+
+    @property
+    def buffered(self) -> int:
+        return self.buffered_samples + self.buffered_records
+
+
+def writer_health(
+    stats: WriterStats,
+    *,
+    now: float,
+    warn_lag_s: float = 10.0,
+    crit_lag_s: float = 60.0,
+    subject: str = "database",
+) -> HealthResult:
+    """The "store writable and its write lag" check as a pure function of the stats."""
+    if stats.state is WriterState.FAILING:
+        state = HealthState.CRIT
+        message = (
+            f"the database refuses writes since {now - (stats.failing_since or now):.0f} s: "
+            f"{stats.last_error}; {stats.buffered} rows held in memory"
+        )
+    elif stats.state is WriterState.CLOSED or stats.state is WriterState.UNSTARTED:
+        state, message = HealthState.UNKNOWN, f"the store writer is {stats.state}"
+    elif stats.lag_s >= crit_lag_s:
+        state, message = HealthState.CRIT, f"writes are {stats.lag_s:.1f} s behind"
+    elif stats.lag_s >= warn_lag_s:
+        state, message = HealthState.WARN, f"writes are {stats.lag_s:.1f} s behind"
+    else:
+        state, message = HealthState.OK, f"writable, {stats.lag_s:.1f} s behind"
+    if stats.dropped_samples or stats.dropped_records:
+        message += f"; {stats.dropped_samples} samples and {stats.dropped_records} records dropped"
+        state = max(state, HealthState.WARN) if state is not HealthState.UNKNOWN else state
+    return HealthResult(
+        check="store.writable",
+        subject=subject,
+        state=state,
+        raw_state=state,
+        value=round(stats.lag_s, 3),
+        unit="s",
+        warn=warn_lag_s,
+        crit=crit_lag_s,
+        message=message,
+        at=now,
+    )
+
+
+def is_busy(err: BaseException) -> bool:
+    """SQLite's "database is locked/busy": another process holds the write lock."""
+    text = str(err).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+class StoreWriter:
+    """`async with StoreWriter(store, hub):` writes everything the hub carries for the
+    store until the block exits, then flushes. Or run `run()` as a task and cancel it."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        *,
+        buffer_rows: int = DEFAULT_BUFFER_ROWS,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        retention_policy: Retention | None = None,
+        maintenance: bool = True,
+        report: Reporter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be at least 1, got {buffer_rows}")
+        self._store = store
+        self._hub = hub
+        self._buffer_rows = buffer_rows
+        self._flush_interval_s = flush_interval_s
+        self._retention = retention_policy or Retention()
+        self._maintenance = maintenance
+        self._report = report or (lambda err: hub.publish(ErrorReport.of(err)))
+        self._clock = clock
+        self._samples: collections.deque[SampleRow] = collections.deque()
+        self._records: collections.deque[Record] = collections.deque()
+        self._inflight_samples: list[SampleRow] = []
+        self._inflight_records: list[Record] = []
+        self._pending_since: float | None = None
+        self._wakeup = asyncio.Event()
+        self._subs: list[Subscription[Any]] = [
+            hub.subscribe(Snapshot, maxsize=256),
+            *(hub.subscribe(kind, maxsize=10_000) for kind in RECORD_TYPES),
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+        self.state = WriterState.UNSTARTED
+        self.dropped_samples = 0
+        self.dropped_records = 0
+        self._reported_drops = 0
+        self.rows_written = 0
+        self.flushes = 0
+        self.failed_flushes = 0
+        self.last_flush_at: float | None = None
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._last_report_at: float | None = None
+        self._own_hosts: set[str] = set()
+        self._next_rollup_at = 0.0
+        self._next_retention_at = 0.0
+        self.rollup_steps = 0
+        self.retention_runs = 0
+
+    # ---- intake (never awaits the disk) ----------------------------------------------
+
+    def _buffered(self) -> int:
+        return (
+            len(self._samples)
+            + len(self._records)
+            + len(self._inflight_samples)
+            + len(self._inflight_records)
+        )
+
+    def _mark_pending(self) -> None:
+        if self._pending_since is None:
+            self._pending_since = self._clock()
+        if len(self._samples) + len(self._records) >= MAX_ROWS_PER_STATEMENT:
+            self._wakeup.set()
+
+    def add_samples(self, samples: Iterable[SampleRow]) -> None:
+        """Queue raw samples; when the buffer is full the oldest sample makes room.
+        A sample never displaces a record (errors, health, events are kept first)."""
+        for row in samples:
+            if self._buffered() >= self._buffer_rows:
+                if not self._samples:
+                    self.dropped_samples += 1  # only records and rows in flight are held
+                    continue
+                self._samples.popleft()
+                self.dropped_samples += 1
+            self._samples.append(row)
+            self._own_hosts.add(row.host)
+        self._mark_pending()
+
+    def add_record(self, record: Record) -> None:
+        """Queue an error, health result, event, task update, audit or connection row;
+        when the buffer is full the oldest raw sample makes room, else the oldest record."""
+        if self._buffered() >= self._buffer_rows:
+            if self._samples:
+                self._samples.popleft()
+                self.dropped_samples += 1
+            elif self._records:
+                self._records.popleft()
+                self.dropped_records += 1
+            else:
+                self.dropped_records += 1  # everything held is in flight
+                return
+        self._records.append(record)
+        self._mark_pending()
+
+    async def _intake(self, sub: Subscription[Any]) -> None:
+        async for item in sub:
+            if isinstance(item, Snapshot):
+                self.add_samples(rows_from_snapshot(item))
+            else:
+                self.add_record(item)
+
+    # ---- stats -------------------------------------------------------------------------
+
+    def stats(self) -> WriterStats:
+        now = self._clock()
+        return WriterStats(
+            state=self.state,
+            buffered_samples=len(self._samples) + len(self._inflight_samples),
+            buffered_records=len(self._records) + len(self._inflight_records),
+            dropped_samples=self.dropped_samples
+            + sum(s.dropped for s in self._subs if s.kind is Snapshot),
+            dropped_records=self.dropped_records
+            + sum(s.dropped for s in self._subs if s.kind is not Snapshot),
+            rows_written=self.rows_written,
+            flushes=self.flushes,
+            failed_flushes=self.failed_flushes,
+            last_flush_at=self.last_flush_at,
+            failing_since=self.failing_since,
+            last_error=self.last_error,
+            lag_s=0.0 if self._pending_since is None else max(0.0, now - self._pending_since),
+        )
+
+    def oldest_pending_ms(self) -> int | None:
+        """The earliest sample time not yet committed (rollups stop short of it)."""
+        oldest = min((r.ts_ms for r in self._inflight_samples), default=None)
+        if self._samples:
+            first = min(r.ts_ms for r in self._samples)
+            oldest = first if oldest is None else min(oldest, first)
+        return oldest
+
+    # ---- flushing ------------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Commit what is buffered now (in transactions of at most MAX_ROWS_PER_FLUSH rows).
+
+        Returns the rows committed; raises the database's error when it refuses, with
+        the rows kept for the next try.
+        """
+        total = 0
+        while self._samples or self._records:
+            total += await self._flush_some()
+        return total
+
+    async def _flush_some(self) -> int:
+        n_rec = min(len(self._records), MAX_ROWS_PER_FLUSH)
+        self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
+        n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
+        self._inflight_samples = [self._samples.popleft() for _ in range(n_smp)]
+        try:
+            written = await self._store.write(self._inflight_samples, self._inflight_records)
+        except BaseException:
+            # back to the front, in order; then trim to the bound (oldest samples first)
+            self._records.extendleft(reversed(self._inflight_records))
+            self._samples.extendleft(reversed(self._inflight_samples))
+            self._inflight_records, self._inflight_samples = [], []
+            while self._buffered() > self._buffer_rows and self._samples:
+                self._samples.popleft()
+                self.dropped_samples += 1
+            raise
+        self._inflight_records, self._inflight_samples = [], []
+        self.rows_written += written
+        self.flushes += 1
+        self.last_flush_at = self._clock()
+        self._pending_since = self.last_flush_at if (self._samples or self._records) else None
+        return written
+
+    def _on_failure(self, err: Exception) -> None:
+        now = self._clock()
+        self.failed_flushes += 1
+        self.last_error = redact_text(f"{err.__class__.__name__}: {err}")[:500]
+        if self.failing_since is None:
+            self.failing_since = now
+        busy = is_busy(err)
+        if busy and now - self.failing_since < BUSY_GRACE_S:
+            self.state = WriterState.RUNNING  # ordinary contention: retried quietly
+            return
+        self.state = WriterState.FAILING
+        if self._last_report_at is None or now - self._last_report_at >= REPORT_EVERY_S:
+            self._last_report_at = now
+            log.warning("the database refuses writes: %s", self.last_error)
+            self._report(
+                AppError(
+                    ErrorCode.DATABASE_ERROR,
+                    f"the database refuses writes: {self.last_error}; "
+                    f"{self._buffered()} rows held in memory",
+                    "free disk space (or release the lock / start the database server); "
+                    "virtwatch keeps collecting and writes the held rows when it can",
+                    Severity.CRITICAL,
+                    {"database": redact_text(self._store.url)},
+                    transient=True,
+                    cause=err,
+                )
+            )
+
+    def _on_success(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "the database takes writes again after %.0f s", self._clock() - self.failing_since
+            )
+        self.failing_since = None
+        self._last_report_at = None
+        self.last_error = None
+        self.state = WriterState.RUNNING
+
+    def _report_drops(self) -> None:
+        dropped = self.stats().dropped_samples + self.stats().dropped_records
+        if dropped > self._reported_drops:
+            lost = dropped - self._reported_drops
+            self._reported_drops = dropped
+            self._report(
+                AppError(
+                    ErrorCode.RESOURCE_EXHAUSTED,
+                    f"write buffer full: {lost} rows dropped ({dropped} since start), "
+                    "oldest raw samples first",
+                    "the database was too slow or refused writes for long; check the "
+                    "store health and free disk space",
+                    Severity.ERROR,
+                    {"buffer_rows": str(self._buffer_rows)},
+                )
+            )
+
+    async def _maintain(self) -> None:
+        """Rollups every minute (a few chunks a round while catching up), retention
+        every ten minutes. Failures are reported like write failures."""
+        now = self._clock()
+        if now >= self._next_rollup_at and self._own_hosts:
+            steps = await rollup.rollup(
+                self._store,
+                sorted(self._own_hosts),
+                now_ms=int(now * 1000),
+                oldest_pending_ms=self.oldest_pending_ms(),
+                max_steps=MAX_ROLLUP_STEPS_PER_ROUND,
+            )
+            self.rollup_steps += len(steps)
+            behind = len(steps) >= MAX_ROLLUP_STEPS_PER_ROUND
+            self._next_rollup_at = now if behind else now + ROLLUP_EVERY_S
+        if now >= self._next_retention_at:
+            await retention.apply(self._store, self._retention, now=now)
+            self.retention_runs += 1
+            self._next_retention_at = now + RETENTION_EVERY_S
+
+    async def _cycle(self) -> float:
+        """One flush (+ maintenance); returns how long to wait before the next one."""
+        try:
+            if self._samples or self._records:
+                await self._flush_some()
+            if not (self._samples or self._records) and self._maintenance:
+                await self._maintain()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            self._on_failure(err)
+            return min(RETRY_MAX_S, RETRY_MIN_S * float(2 ** min(self.failed_flushes, 4)))
+        else:
+            if self.failing_since is not None or self.state is not WriterState.RUNNING:
+                self._on_success()
+            self.failed_flushes = 0
+        self._report_drops()
+        if len(self._samples) + len(self._records) >= MAX_ROWS_PER_STATEMENT:
+            return 0.0
+        return self._flush_interval_s
+
+    async def run(self) -> None:
+        """Write until cancelled; on cancel, flush what is held (once), then stop."""
+        self.state = WriterState.RUNNING
+        self._tasks = [
+            asyncio.create_task(self._intake(sub), name=f"store-intake:{sub.kind.__name__}")
+            for sub in self._subs
+        ]
+        try:
+            while True:
+                delay = await self._cycle()
+                self._wakeup.clear()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), delay)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._final_flush())
+            raise
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for sub in self._subs:
+                sub.close()
+            self.state = WriterState.CLOSED
+
+    async def _final_flush(self) -> None:
+        for sub in self._subs:  # whatever reached the hub before the stop
+            while (item := sub.get_nowait()) is not None:
+                if isinstance(item, Snapshot):
+                    self.add_samples(rows_from_snapshot(item))
+                else:
+                    self.add_record(item)
+        try:
+            await self.flush()
+        except Exception as err:
+            self._on_failure(err)
+            log.error("final flush failed: %d rows not written: %s", self._buffered(), err)
+
+    # ---- as a context manager -------------------------------------------------------------
+
+    async def __aenter__(self) -> StoreWriter:
+        if self.state is not WriterState.UNSTARTED:
+            raise AppError(
+                ErrorCode.INTERNAL_ERROR,
+                f"the store writer is {self.state}; it runs once",
+                "this is a bug in virtwatch: build a new StoreWriter",
+            )
+        self._runner = asyncio.create_task(self.run(), name="store-writer")
+        await asyncio.sleep(0)  # let it subscribe its intake tasks
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop and flush (idempotent)."""
+        runner = getattr(self, "_runner", None)
+        if runner is None or runner.done():
+            return
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
