@@ -10,6 +10,8 @@ BIN    := $(VENV)/bin
 APT_RUN  := gcc pkg-config libvirt-dev python3-dev python3-venv
 # a real hypervisor for the tests, tmux for end-to-end runs, qemu-img for test disks
 APT_TEST := $(APT_RUN) libvirt-daemon-system qemu-system-x86 qemu-utils tmux
+# PostgreSQL for the storage suite: scripts/postgres-up.sh (run by `services`) installs
+# `postgresql` with --no-install-recommends, starts it on loopback, makes role and db
 
 .PHONY: run test check lint typecheck services system-run system-test screenshots bench clean
 
@@ -33,6 +35,7 @@ system-test:
 
 services:
 	@scripts/hypervisor-up.sh
+	@scripts/postgres-up.sh
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -127,6 +128,52 @@ class DbStats:
     used_bytes: int | None
     tables: tuple[TableStats, ...]
     watermarks: dict[tuple[str, str], float] = field(default_factory=dict)  # (host, tier)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready (schema 1: keys are only ever added)."""
+        return {
+            "schema": 1,
+            "url": self.url,
+            "dialect": self.dialect,
+            "revision": self.revision,
+            "file_bytes": self.file_bytes,
+            "used_bytes": self.used_bytes,
+            "tables": {
+                t.table: {"rows": t.rows, "oldest": t.oldest, "newest": t.newest}
+                for t in self.tables
+            },
+            "rollup_watermarks": [
+                {"host": h, "tier": tier, "up_to": at}
+                for (h, tier), at in sorted(self.watermarks.items())
+            ],
+        }
+
+    def lines(self) -> list[str]:
+        """Plain text for a terminal: one line per table, times in UTC."""
+        out = [f"database  {self.url}  ({self.dialect}, schema revision {self.revision})"]
+        if self.file_bytes is not None:
+            used = "" if self.used_bytes is None else f" ({_mib(self.used_bytes)} in use)"
+            out.append(f"size      {_mib(self.file_bytes)}{used}")
+        out.append(f"{'table':<16} {'tier':<7} {'rows':>12}  {'oldest (UTC)':<19}  newest (UTC)")
+        tiers = {"metric_sample": "raw", "metric_minute": "minute", "metric_hour": "hour"}
+        for t in self.tables:
+            out.append(
+                f"{t.table:<16} {tiers.get(t.table, ''):<7} {t.rows:>12}  "
+                f"{_when(t.oldest):<19}  {_when(t.newest)}"
+            )
+        for (host, tier), at in sorted(self.watermarks.items()):
+            out.append(f"rollup    {tier:<6} of {host} consumed raw samples up to {_when(at)}")
+        return out
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _s(ms: int | None) -> float | None:

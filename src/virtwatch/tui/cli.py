@@ -4,6 +4,8 @@ runtime and the store and wires them together.
     virtwatch [--uri URI] [--db PATH] [--interval S]      the dashboard
     virtwatch snapshot --json [--uri URI]                 one snapshot as JSON
     virtwatch db upgrade [--db PATH]                      migrate the database
+    virtwatch db stats [--db PATH] [--json]               rows, sizes, time span per table
+    virtwatch record [--uri URI] [--db PATH]              collect and store, no screen
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,9 +33,11 @@ from virtwatch.core.model import snapshot_to_dict
 from virtwatch.core.process import prepare_libvirt
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.core.uri import redact_text, redact_uri
-from virtwatch.storage.engine import db_url
+from virtwatch.storage.engine import db_url, sqlite_path
+from virtwatch.storage.queries import Queries
 from virtwatch.storage.recorder import SampleRecorder
 from virtwatch.storage.store import Store
+from virtwatch.storage.writer import StoreWriter
 
 FALLBACK_URI = "qemu:///system"
 PROBE_TIMEOUT_S = 5.0
@@ -87,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     up = dbsub.add_parser("upgrade", help="run migrations up to the latest schema")
     up.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    stats = dbsub.add_parser("stats", help="row counts per table and tier, sizes, time span")
+    stats.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    stats.add_argument("--json", action="store_true", help="JSON on stdout")
+    rec = sub.add_parser(
+        "record", parents=[common], help="collect and write to the database, without a screen"
+    )
+    rec.add_argument("--read-only", action="store_true", help="open read-only connections")
+    rec.add_argument("--name", help="the host's name in the database (default: its URI)")
     return p
 
 
@@ -158,8 +171,68 @@ async def run_snapshot(args: argparse.Namespace) -> int:
 
 
 async def run_db(args: argparse.Namespace) -> int:
-    async with Store(db_url(args.db or default_db_path())) as store:
-        print(f"database at {redact_text(store.url)} is up to date")
+    url = db_url(args.db or default_db_path())
+    if args.db_command == "stats":
+        path = sqlite_path(url)
+        if path is not None and not path.exists():
+            raise AppError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"no database at {path}",
+                "pass --db, or run `virtwatch record` or the dashboard first",
+            )
+        async with Store(url, run_migrations=False) as store:
+            stats = await Queries(store).stats()
+        if args.json:
+            json.dump(stats.as_dict(), sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print("\n".join(stats.lines()))
+        return 0
+    async with Store(url) as store:
+        if store.migrated_from == store.revision:
+            print(f"database at {redact_text(store.url)} is up to date (revision {store.revision})")
+        else:
+            print(
+                f"database at {redact_text(store.url)} upgraded from revision "
+                f"{store.migrated_from or '(empty)'} to {store.revision}"
+            )
+    return 0
+
+
+async def run_record(args: argparse.Namespace) -> int:
+    """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
+    prepare_libvirt()
+    uri, _explicit = resolve_uri(args.uri)
+    hub = Hub()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Store(db_url(args.db or default_db_path())) as store:
+            writer = StoreWriter(store, hub)
+            async with writer:
+                host = HostConfig(
+                    uri, name=args.name, read_only=args.read_only, interval_s=args.interval
+                )
+                async with Runtime([host], hub=hub):
+                    # health checks (issue 4) go here, with the writer's own check:
+                    # storage.writer.writer_health(writer.stats(), now=...)
+                    print(
+                        f"virtwatch: recording {redact_uri(uri)} into {redact_text(store.url)}; "
+                        "stop with Ctrl-C or SIGTERM",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    await stop.wait()
+            print(
+                f"virtwatch: stopped; {writer.rows_written} rows written",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     return 0
 
 
@@ -171,7 +244,12 @@ def _fail(message: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "dashboard"
-    runner = {"dashboard": run_dashboard, "snapshot": run_snapshot, "db": run_db}[command]
+    runner = {
+        "dashboard": run_dashboard,
+        "snapshot": run_snapshot,
+        "db": run_db,
+        "record": run_record,
+    }[command]
     try:
         return asyncio.run(runner(args))
     except AppError as err:
