@@ -195,14 +195,13 @@ class StreamState(enum.StrEnum):
 class _Registration:
     """Callbacks registered on one connection.
 
-    `handle` is libvirt-python's C pointer of that connection. A connection closed by
-    someone else (`conn.close()` sets `conn._o = None`) stays alive in libvirt while our
-    callbacks hold references to it and keeps delivering events; the handle lets us
-    still deregister them, which releases it.
+    A connection closed by someone else (`conn.close()`) stays alive inside libvirt
+    while callbacks hold it and keeps delivering events, but can no longer be told to
+    deregister them (and touching it through its C pointer crashes). Each registration
+    therefore carries a generation: events from any but the newest are dropped.
     """
 
     conn: libvirt.virConnect
-    handle: object
     generation: int
     ids: list[int] = field(default_factory=list)
 
@@ -331,7 +330,7 @@ class DomainEventStream:
             if self._state is not StreamState.OPEN or any(r.conn is conn for r in self._regs):
                 return
             self._generation += 1
-            reg = _Registration(conn, conn._o, self._generation)
+            reg = _Registration(conn, self._generation)
             try:
                 for event_id, cb in self._callbacks():
                     self._register_one(reg, event_id, cb)
@@ -360,18 +359,12 @@ class DomainEventStream:
             self.stats.unsupported.add(event_id)
 
     def _deregister(self, reg: _Registration) -> None:
-        """Best effort: a dead connection cannot be told, but libvirt drops the callback
-        locally before it tries the daemon, which is what releases the connection."""
-        if not reg.ids:
-            return
-        target = reg.conn
-        if getattr(target, "_o", None) is None and reg.handle is not None:
-            target = libvirt.virConnect(_obj=reg.handle)  # see _Registration
+        """Best effort: on a closed or dead connection libvirt refuses (an error, never a
+        crash), and the generation check keeps whatever it still delivers out."""
         for cid in reg.ids:
             with contextlib.suppress(libvirt.libvirtError):
-                target.domainEventDeregisterAny(cid)
+                reg.conn.domainEventDeregisterAny(cid)
         reg.ids.clear()
-        reg.handle = None
 
     def _deregister_all(self) -> None:
         with self._lock:
