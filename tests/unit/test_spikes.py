@@ -28,7 +28,7 @@ from virtwatch.core.spikes import (
     spike_rules,
     spike_summary,
 )
-from virtwatch.core.spikewatch import Series, SpikeWatch
+from virtwatch.core.spikewatch import EdgeKey, Series, SpikeWatch
 
 T0 = 1_795_000_000 - 1_795_000_000 % 60
 
@@ -321,32 +321,38 @@ class MemoryReader:
 
     def __init__(self, data: Mapping[Series, list[MinuteAggregate]]) -> None:
         self.data = data
-        self.watermark: int | None = None
-        self.saved: int | None = None
-        self.reads: list[tuple[int, int, int | None]] = []
+        self.watermarks: dict[str, int] = {}
+        self.stored: set[EdgeKey] = set()
+        self.reads: list[tuple[int, int, int]] = []
 
-    async def minute_watermark(self) -> int | None:
-        return self.watermark
+    async def minute_watermarks(self) -> Mapping[str, int]:
+        return self.watermarks
+
+    async def series(self, host: str) -> Sequence[Series]:
+        return [s for s in self.data if s.host == host]
 
     async def minute_rows(
-        self, since: int, until: int, series: Collection[Series] | None = None
+        self, since: int, until: int, series: Collection[Series]
     ) -> Mapping[Series, Sequence[MinuteAggregate]]:
-        self.reads.append((since, until, None if series is None else len(series)))
+        self.reads.append((since, until, len(series)))
         out = {}
-        for s, rows in self.data.items():
-            if series is not None and s not in series:
-                continue
+        for s in series:
+            rows = self.data[s]
             ts = [r.ts for r in rows]
             picked = rows[bisect.bisect_left(ts, since) : bisect.bisect_left(ts, until)]
             if picked:
                 out[s] = picked
         return out
 
-    async def spike_watermark(self) -> int | None:
-        return self.saved
+    async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
+        return {k for k in self.stored if k[0] == host and since <= k[4] < until}
 
-    async def save_spike_watermark(self, until: int) -> None:
-        self.saved = until
+
+def store_events(reader: MemoryReader, events: Sequence[DomainEvent]) -> None:
+    """What the store writer does with published events, as far as the reader sees it."""
+    for e in events:
+        d = e.detail
+        reader.stored.add((e.host, e.vm_uuid, d["metric"], d["phase"], int(d["start"])))
 
 
 async def test_the_watch_judges_minutes_as_they_become_final() -> None:
@@ -356,13 +362,12 @@ async def test_the_watch_judges_minutes_as_they_become_final() -> None:
     reader = MemoryReader({cpu: series_of(values), alloc: series_of([1.0] * 100)})
     published: list[object] = []
     rules = SpikeRules(hold_s=180, min_baseline_s=1800)
-    watch = SpikeWatch(reader, published.append, rules)
-    reader.watermark = T0 + 80 * MINUTE_S
-    assert await watch.judge_new() == []  # first run on a store: judges from now on
-    assert reader.saved == T0 + 80 * MINUTE_S
+    watch = SpikeWatch(reader, published.append, rules, catch_up_s=0)
+    reader.watermarks["hv1"] = T0 + 80 * MINUTE_S
+    assert await watch.judge_new() == []  # nothing to catch up: judges from now on
     found: list[DomainEvent] = []
     for minute in range(81, 101):  # the rollup lands one minute at a time
-        reader.watermark = T0 + minute * MINUTE_S
+        reader.watermarks["hv1"] = T0 + minute * MINUTE_S
         found += await watch.judge_new()
     assert [e.detail["phase"] for e in found] == ["start", "end"]
     start, end = found
@@ -372,25 +377,39 @@ async def test_the_watch_judges_minutes_as_they_become_final() -> None:
     assert end.at == T0 + 95 * MINUTE_S
     assert published == found
     assert watch.minutes_judged == 20
-    # history is read once per baseline refresh (10 min) for the judged series, not per minute
-    history_reads = [r for r in reader.reads if r[2] is not None]
-    assert history_reads == [(T0 + (m * MINUTE_S) - 86400, T0 + m * MINUTE_S, 1) for m in (80, 90)]
+    assert watch.judged_until == {"hv1": T0 + 100 * MINUTE_S}
+    # only the judged series is read; its history once per baseline refresh (10 min)
+    history_reads = [r for r in reader.reads if r[0] < T0]
+    assert history_reads == [(T0 + m * MINUTE_S - 86400, T0 + m * MINUTE_S, 1) for m in (80, 90)]
+    assert all(n == 1 for _, _, n in reader.reads)
 
 
 async def test_the_watch_catches_up_after_a_restart_without_repeating() -> None:
     cpu = Series("hv1", "", "host.cpu_pct")
+    other = Series("hv2", "u-9", "cpu_pct", "db")
     values = [10.0] * 90 + [95.0] * 5 + [10.0] * 5
-    reader = MemoryReader({cpu: series_of(values)})
+    reader = MemoryReader({cpu: series_of(values), other: series_of([5.0] * 100)})
     rules = SpikeRules(hold_s=180, min_baseline_s=1800)
+    reader.watermarks = {"hv1": T0 + 93 * MINUTE_S, "hv2": T0 + 93 * MINUTE_S}
     first: list[object] = []
-    reader.saved = T0 + 85 * MINUTE_S  # judged up to here before the restart
-    reader.watermark = T0 + 100 * MINUTE_S
     events = await SpikeWatch(reader, first.append, rules).judge_new()
-    assert [e.detail["phase"] for e in events] == ["start", "end"]
+    assert [e.detail["phase"] for e in events] == ["start"]
     assert events[0].vm_uuid == ""  # the host's own series
+    store_events(reader, events)
+    # a restart: the new watch re-judges the last 2 h, publishes only what is new
+    reader.watermarks = {"hv1": T0 + 100 * MINUTE_S, "hv2": T0 + 100 * MINUTE_S}
     again: list[object] = []
-    assert await SpikeWatch(reader, again.append, rules).judge_new() == []
-    assert again == []
+    events = await SpikeWatch(reader, again.append, rules).judge_new()
+    assert [e.detail["phase"] for e in events] == ["end"]
+    assert again == events
+
+
+async def test_disabled_rules_judge_nothing() -> None:
+    reader = MemoryReader({Series("hv1", "u", "cpu_pct"): series_of([1.0] * 10)})
+    reader.watermarks["hv1"] = T0 + 600
+    watch = SpikeWatch(reader, lambda _e: None, SpikeRules(enabled=False))
+    assert await watch.judge_new() == []
+    assert reader.reads == []
 
 
 async def test_a_failing_store_is_reported_once_and_the_watch_keeps_going() -> None:
@@ -399,17 +418,23 @@ async def test_a_failing_store_is_reported_once_and_the_watch_keeps_going() -> N
     from virtwatch.core.reports import ErrorReport
 
     class Broken(MemoryReader):
-        async def minute_watermark(self) -> int | None:
+        async def minute_watermarks(self) -> Mapping[str, int]:
+            self.reads.append((0, 0, 0))
             raise OSError("disk I/O error")
 
     published: list[object] = []
-    watch = SpikeWatch(Broken({}), published.append, SpikeRules(), poll_s=0.01)
+    reader = Broken({})
+    watch = SpikeWatch(reader, published.append, SpikeRules(), poll_s=0.01)
     task = asyncio.create_task(watch.run())
-    await asyncio.sleep(0.1)
+    for _ in range(200):
+        if len(reader.reads) >= 3:
+            break
+        await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(published) == 1
+    assert len(reader.reads) >= 3  # it kept trying
+    assert len(published) == 1  # and said so once
     report = published[0]
     assert isinstance(report, ErrorReport)
     assert "disk I/O error" in report.error.message

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -30,7 +29,7 @@ from virtwatch.core.spikes import (
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 15.0
-MAX_CATCH_UP_S = 24 * 3600  # after a long outage, judge at most the last day
+RESTART_CATCH_UP_S = 2 * 3600  # on (re)start, re-judge this much (stored spikes are skipped)
 HISTORY_CHUNK = 25  # series per history read: keeps each read (and loop stall) small
 
 
@@ -44,24 +43,34 @@ class Series:
     vm_name: str = field(default="", compare=False)
 
 
+# what identifies a spike edge already stored: (host, vm_uuid, metric, phase, start)
+EdgeKey = tuple[str, str, str, str, int]
+
+
 class RollupReader(Protocol):
     """What the detector needs from the store (storage/timeline.py implements it)."""
 
-    async def minute_watermark(self) -> int | None:
-        """Minutes starting before this (epoch s) are rolled up and final; None: nothing yet."""
+    async def minute_watermarks(self) -> Mapping[str, int]:
+        """Per host: minutes starting before this (epoch s) are rolled up and final."""
+        ...
+
+    async def series(self, host: str) -> Sequence[Series]:
+        """The metric catalogue of one host."""
         ...
 
     async def minute_rows(
-        self, since: int, until: int, series: Collection[Series] | None = None
+        self, since: int, until: int, series: Collection[Series]
     ) -> Mapping[Series, Sequence[MinuteAggregate]]:
-        """Minute aggregates with since <= ts < until (all series, or only `series`), sorted."""
+        """Minute aggregates of `series` with since <= ts < until, each sorted by ts."""
         ...
 
-    async def spike_watermark(self) -> int | None:
-        """Minutes before this were judged (persisted across restarts); None: never."""
+    async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
+        """Spike edges already stored for `host` whose minute lies in [since, until)."""
         ...
 
-    async def save_spike_watermark(self, until: int) -> None: ...
+
+def edge_key(series: Series, edge: SpikeEdge) -> EdgeKey:
+    return (series.host, series.vm_uuid, series.metric, edge.phase.value, edge.start)
 
 
 def edge_event(series: Series, edge: SpikeEdge) -> DomainEvent:
@@ -77,7 +86,11 @@ def edge_event(series: Series, edge: SpikeEdge) -> DomainEvent:
 
 
 class SpikeWatch:
-    """Judges minutes as they become final. `judge_new()` is one pass; `run()` loops."""
+    """Judges minutes as they become final. `judge_new()` is one pass; `run()` loops.
+
+    Nothing is persisted besides the events: on (re)start each host's last
+    `catch_up_s` is judged again and edges already stored are not published twice.
+    """
 
     def __init__(
         self,
@@ -86,23 +99,21 @@ class SpikeWatch:
         rules: SpikeRules,
         *,
         poll_s: float = DEFAULT_POLL_S,
-        max_catch_up_s: int = MAX_CATCH_UP_S,
-        clock: Callable[[], float] = time.time,
+        catch_up_s: int = RESTART_CATCH_UP_S,
     ) -> None:
         self._reader = reader
         self._publish = publish
         self._rules = rules
         self._poll_s = poll_s
-        self._max_catch_up_s = max_catch_up_s
-        self._clock = clock
+        self._catch_up_s = catch_up_s
         self._judges: dict[Series, SeriesJudge] = {}
-        self._judged_until: int | None = None
+        self._judged_until: dict[str, int] = {}
         self.passes = 0
         self.minutes_judged = 0
         self.events_published = 0
 
     @property
-    def judged_until(self) -> int | None:
+    def judged_until(self) -> Mapping[str, int]:
         return self._judged_until
 
     def _judge(self, series: Series) -> SeriesJudge | None:
@@ -117,52 +128,58 @@ class SpikeWatch:
     async def judge_new(self) -> list[DomainEvent]:
         """Judge every minute that became final since the last pass; publish and return the
         spike events found. Raises what the reader raises (the loop reports it)."""
-        watermark = await self._reader.minute_watermark()
-        if watermark is None:
-            return []
-        start = self._judged_until
-        if start is None:
-            start = await self._reader.spike_watermark()
-            if start is None:  # first run on this store: judge from now on
-                await self._reader.save_spike_watermark(watermark)
-                start = watermark
-        start = max(start, watermark - self._max_catch_up_s)
-        if watermark <= start:
-            self._judged_until = start
-            return []
-        fresh = await self._reader.minute_rows(start, watermark)
-        work: list[tuple[Series, SeriesJudge, Sequence[MinuteAggregate]]] = []
-        for series, rows in fresh.items():
-            judge = self._judge(series)
-            if judge is not None and rows:
-                work.append((series, judge, rows))
-        due = [s for s, j, rows in work if j.due_within(rows[0].ts, rows[-1].ts)]
-        history: dict[Series, Sequence[MinuteAggregate]] = {}
-        for i in range(0, len(due), HISTORY_CHUNK):
-            chunk = due[i : i + HISTORY_CHUNK]
-            window = max(j.policy.window_s for s in chunk if (j := self._judges.get(s)))
-            history.update(await self._reader.minute_rows(start - window, start, chunk))
-            await asyncio.sleep(0)  # let the UI breathe between chunks
         events: list[DomainEvent] = []
-        for series, judge, rows in work:
-            known = [*history.get(series, ()), *rows] if series in history else None
-            for row in rows:
-                for edge in judge.feed(row, known):
-                    events.append(edge_event(series, edge))
-            self.minutes_judged += len(rows)
-        self._forget_stale(watermark)
-        self._judged_until = watermark
-        await self._reader.save_spike_watermark(watermark)
+        if not self._rules.enabled:
+            return events
+        for host, watermark in sorted((await self._reader.minute_watermarks()).items()):
+            events += await self._judge_host(host, watermark)
         for event in events:
             self._publish(event)
         self.events_published += len(events)
         self.passes += 1
         return events
 
-    def _forget_stale(self, now: int) -> None:
+    async def _judge_host(self, host: str, watermark: int) -> list[DomainEvent]:
+        first_pass = host not in self._judged_until
+        start = self._judged_until.get(host, watermark - self._catch_up_s)
+        if watermark <= start:
+            self._judged_until[host] = start
+            return []
+        judged = [s for s in await self._reader.series(host) if self._judge(s) is not None]
+        fresh = await self._reader.minute_rows(start, watermark, judged) if judged else {}
+        work: list[tuple[Series, SeriesJudge, Sequence[MinuteAggregate]]] = []
+        for series, rows in fresh.items():
+            judge = self._judge(series)
+            if judge is not None and rows:
+                work.append((series, judge, rows))
+        due = [s for s, j, rows in work if j.due_within(rows[0].ts, rows[-1].ts)]
+        due_set = set(due)
+        history: dict[Series, Sequence[MinuteAggregate]] = {}
+        for i in range(0, len(due), HISTORY_CHUNK):
+            chunk = due[i : i + HISTORY_CHUNK]
+            window = max(self._judges[s].policy.window_s for s in chunk)
+            history.update(await self._reader.minute_rows(start - window, start, chunk))
+            await asyncio.sleep(0)  # let the UI breathe between chunks
+        found: list[tuple[EdgeKey, DomainEvent]] = []
+        for series, judge, rows in work:
+            known = [*history.get(series, ()), *rows] if series in due_set else None
+            for row in rows:
+                for edge in judge.feed(row, known):
+                    found.append((edge_key(series, edge), edge_event(series, edge)))
+            self.minutes_judged += len(rows)
+        if first_pass and found:  # re-judged after a restart: skip what is already stored
+            stored = set(await self._reader.stored_spikes(host, start, watermark))
+            found = [(k, e) for k, e in found if k not in stored]
+        self._forget_stale(host, watermark)
+        self._judged_until[host] = watermark
+        return [e for _, e in found]
+
+    def _forget_stale(self, host: str, now: int) -> None:
         """Drop judges of series silent for longer than their window (VMs that are gone)."""
         for series, judge in list(self._judges.items()):
-            if judge.last_ts is not None and now - judge.last_ts > judge.policy.window_s:
+            if series.host != host or judge.last_ts is None:
+                continue
+            if now - judge.last_ts > judge.policy.window_s:
                 del self._judges[series]
 
     async def run(self) -> None:
