@@ -1,19 +1,29 @@
-"""The runtime: opens connection sources and collectors in order, closes them in
-reverse, and leaves no task running. Built once by the composition root.
+"""The runtime: opens libvirt's event thread, one connection pool per host and the
+collectors in order, closes them in reverse, and leaves no task running. Built once
+by the composition root.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 
+import libvirt
+
 from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
-from virtwatch.core.connection import DEFAULT_OPEN_TIMEOUT_S, ConnectionSource, SingleConnection
+from virtwatch.core.connection import Credentials, SourceState
+from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.hub import Hub
+from virtwatch.core.pool import DedicatedConnection, LibvirtPool, PoolSettings
 from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.uri import redact_uri
+
+COLLECTOR_CONNECTION = "collector"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,44 +33,47 @@ class HostConfig:
     read_only: bool = False
     interval_s: float = DEFAULT_INTERVAL_S
     notice: str | None = None  # shown with every snapshot (e.g. "demo host: ...")
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    credentials: Credentials | None = None  # openAuth; its repr never shows the password
+
+    @property
+    def label(self) -> str:
+        """The host's name on screen, in records and in `Runtime.pools`."""
+        return self.name or redact_uri(self.uri)
 
 
 class Runtime:
-    """`async with Runtime(hosts) as rt:` collects every host until the block exits."""
+    """`async with Runtime(hosts) as rt:` collects every host until the block exits.
+
+    Opens, in order: libvirt's process-wide setup and event thread, one `LibvirtPool`
+    per host (`rt.pools`, by host label), a `Collector` per host polling on the pool's
+    dedicated "collector" connection (`rt.sources`), and the collector tasks. Closes in
+    reverse; when `aclose()` returns no task of the runtime is left running.
+    """
 
     def __init__(
         self,
         hosts: Sequence[HostConfig],
         *,
         hub: Hub | None = None,
-        open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+        open_timeout_s: float | None = None,
     ) -> None:
         self.hub = hub or Hub()
         self.hosts = tuple(hosts)
         self._open_timeout_s = open_timeout_s
-        self.sources: list[ConnectionSource] = []
+        self.pools: dict[str, LibvirtPool] = {}
+        self.sources: list[DedicatedConnection] = []  # the collectors' connections
         self.collectors: list[Collector] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._state = SourceState.UNOPENED
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
 
     async def __aenter__(self) -> Runtime:
-        prepare_libvirt()
-        for host in self.hosts:
-            source = SingleConnection(
-                host.uri, read_only=host.read_only, open_timeout_s=self._open_timeout_s
-            )
-            self.sources.append(source)
-            collector = Collector(
-                source,
-                self.hub.publish,
-                host=host.name,
-                interval_s=host.interval_s,
-                notice=host.notice,
-            )
-            self.collectors.append(collector)
-        for collector in self.collectors:
-            self._tasks.append(
-                asyncio.create_task(collector.run(), name=f"collector:{collector.host}")
-            )
+        await self.open()
         return self
 
     async def __aexit__(
@@ -71,13 +84,101 @@ class Runtime:
     ) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
+    async def open(self) -> None:
+        if self._state is not SourceState.UNOPENED:
+            raise AppError(
+                ErrorCode.INTERNAL_ERROR,
+                f"the runtime is {self._state}; it opens once",
+                "this is a bug in virtwatch: build a new Runtime",
+            )
+        labels = [h.label for h in self.hosts]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise AppError(
+                ErrorCode.VALIDATION_ERROR,
+                f"two hosts are called {duplicates[0]!r}",
+                "give each [[hosts]] entry its own name",
+            )
+        self._state = SourceState.OPEN
+        try:
+            prepare_libvirt()
+            LibvirtEventThread.ensure_running()  # before the first open: keepalive, callbacks
+            await self._open_pools()
+            self._start_collectors()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _open_pools(self) -> None:
+        pools: list[tuple[HostConfig, LibvirtPool]] = []
+        for host in self.hosts:
+            settings = host.pool
+            if self._open_timeout_s is not None:
+                settings = dataclasses.replace(settings, open_timeout_s=self._open_timeout_s)
+            pool = LibvirtPool(
+                host.uri,
+                settings=settings,
+                host=host.label,
+                read_only=host.read_only,
+                credentials=host.credentials,
+                publish=self.hub.publish,
+            )
+            # dedicated before open, so min_size counts it and no extra opens
+            pool.dedicated(COLLECTOR_CONNECTION)
+            self._stack.push_async_callback(pool.close)
+            self.pools[host.label] = pool
+            pools.append((host, pool))
+        # concurrently: one unreachable host costs one open timeout, not one per host
+        await asyncio.gather(*(pool.open() for _host, pool in pools))
+
+    def _start_collectors(self) -> None:
+        loop = asyncio.get_running_loop()
+        for host in self.hosts:
+            source = self.pools[host.label].dedicated(COLLECTOR_CONNECTION)
+            collector = Collector(
+                source,
+                self.hub.publish,
+                host=host.label,
+                interval_s=host.interval_s,
+                notice=host.notice,
+            )
+            source.add_open_listener(_tick_after_open(loop, collector))
+            self.sources.append(source)
+            self.collectors.append(collector)
+        for collector in self.collectors:
+            self._tasks.append(
+                asyncio.create_task(collector.run(), name=f"collector:{collector.host}")
+            )
+        self._stack.push_async_callback(self._stop_tasks)
+
+    async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for source in reversed(self.sources):
-            await source.close()
-        self.sources.clear()
+
+    async def aclose(self) -> None:
+        """Close everything in reverse order of opening. Idempotent."""
+        if self._state in (SourceState.CLOSING, SourceState.CLOSED):
+            return
+        self._state = SourceState.CLOSING
+        try:
+            await self._stack.aclose()
+        finally:
+            self.sources.clear()
+            self._state = SourceState.CLOSED
+
+
+def _tick_after_open(
+    loop: asyncio.AbstractEventLoop, collector: Collector
+) -> Callable[[libvirt.virConnect], None]:
+    """An open listener (runs in a worker thread): a reconnected host gets a tick now,
+    not at the end of the interval."""
+
+    def listener(_conn: libvirt.virConnect) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to tick
+            loop.call_soon_threadsafe(collector.force_tick)
+
+    return listener

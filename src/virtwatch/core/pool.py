@@ -1,0 +1,1384 @@
+"""A pool of libvirt connections for one URI: shared connections lent to FIFO waiters,
+and dedicated connections that a single consumer (the collector) never shares. It
+watches their health, replaces dead ones with backoff, and publishes the host's
+`HostConnection` state and `PoolStats` records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import libvirt
+
+from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.connection import (
+    DEFAULT_OPEN_TIMEOUT_S,
+    Credentials,
+    SourceState,
+    await_thread,
+    close_quietly,
+    in_daemon_thread,
+    is_dead_error,
+    open_blocking,
+    open_timeout_error,
+)
+from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
+from virtwatch.core.eventloop import LibvirtEventThread
+from virtwatch.core.records import ConnectionState, HostConnection
+from virtwatch.core.uri import redact_text, redact_uri
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[libvirt.virConnect], None]
+T = TypeVar("T")
+WAIT_WINDOW = 1024  # acquire waits kept for the p50/p99 figures
+_CLOSE_REASONS = {0: "an error", 1: "end of file", 2: "a keepalive timeout", 3: "the client"}
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How a pool sizes, times out and heals. TOML: the `[pool]` section, keys without
+    the `_s` suffix (`acquire_timeout = 30`)."""
+
+    min_size: int = 2  # connections kept open, dedicated ones included
+    max_size: int = 10  # connections ever open to this host, dedicated ones included
+    acquire_timeout_s: float = 30.0
+    idle_timeout_s: float = 60.0  # idle shared connections above min_size close after this
+    open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
+    check_after_idle_s: float = 5.0  # a connection idle this long is probed before lending
+    check_timeout_s: float = 5.0  # a probe (isAlive + getLibVersion) slower than this fails
+    health_interval_s: float = 30.0  # idle connections are probed this often
+    keepalive_interval_s: int = 5  # libvirt keepalive: a ping every N s ...
+    keepalive_count: int = 3  # ... and the connection is dead after N unanswered
+    close_grace_s: float = 10.0  # close() waits this long for borrowed connections
+    reconnect_initial_s: float = 0.25  # first retry after a failure ...
+    reconnect_max_s: float = 4.0  # ... doubling up to this (with jitter)
+    down_retry_s: float = 60.0  # retry interval after a non-transient failure (auth)
+    stats_interval_s: float = 5.0  # PoolStats published at least this often
+
+    def __post_init__(self) -> None:
+        _check_settings(self, None)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any], path: Path | None = None) -> PoolSettings:
+        """Parse a `[pool]` table; unknown keys and bad values name the exact key."""
+        known = {_toml_key(f.name): f for f in fields(cls)}
+        for key in section:
+            if key not in known:
+                raise config_error(
+                    f"pool.{key}", f"unknown key (known: {', '.join(sorted(known))})", path
+                )
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for key, f in known.items():
+            default = getattr(defaults, f.name)
+            low, high = _RANGES.get(f.name, (0.0, None))
+            values[f.name] = get_typed(
+                section, key, default, prefix="pool", minimum=low, maximum=high, path=path
+            )
+        settings = cls.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(settings, name, value)
+        _check_settings(settings, path)
+        return settings
+
+
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "min_size": (0, 1000),
+    "max_size": (1, 1000),
+    "acquire_timeout_s": (0.001, None),
+    "idle_timeout_s": (0.001, None),
+    "open_timeout_s": (0.001, None),
+    "check_timeout_s": (0.001, None),
+    "health_interval_s": (0.001, None),
+    "keepalive_interval_s": (1, None),
+    "keepalive_count": (1, None),
+    "reconnect_initial_s": (0.001, None),
+    "reconnect_max_s": (0.001, None),
+    "down_retry_s": (0.001, None),
+    "stats_interval_s": (0.001, None),
+}
+
+
+def _toml_key(field_name: str) -> str:
+    return field_name.removesuffix("_s")
+
+
+def _check_settings(s: PoolSettings, path: Path | None) -> None:
+    for name, (low, high) in _RANGES.items():
+        value = getattr(s, name)
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low:g}" if value < low else f"at most {high:g}"
+            raise config_error(f"pool.{_toml_key(name)}", f"must be {bound}, got {value!r}", path)
+    if s.min_size > s.max_size:
+        raise config_error(
+            "pool.min_size", f"must not exceed pool.max_size ({s.max_size}), got {s.min_size}", path
+        )
+    if s.reconnect_initial_s > s.reconnect_max_s:
+        raise config_error(
+            "pool.reconnect_initial",
+            f"must not exceed pool.reconnect_max ({s.reconnect_max_s:g})",
+            path,
+        )
+
+
+# --- records and pure policy ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """One pool's figures at `at`; published on the hub for the UI and health checks."""
+
+    host: str
+    uri: str  # redacted
+    state: SourceState
+    size: int  # open connections to the host: shared and dedicated
+    idle: int
+    in_use: int  # shared connections lent out (or being probed)
+    dedicated: int  # open dedicated connections
+    opening: int
+    waiters: int
+    min_size: int
+    max_size: int
+    created: int
+    destroyed: int
+    failures: int  # failed opens, failed probes, connections lost
+    timeouts: int  # acquires that gave up
+    acquire_wait_p50_s: float | None
+    acquire_wait_p99_s: float | None
+    at: float
+
+
+def backoff_delay(
+    attempt: int, *, initial_s: float, max_s: float, rand: float, jitter: float = 0.5
+) -> float:
+    """Seconds before retry number `attempt` (1-based): `initial_s * 2**(attempt-1)` capped
+    at `max_s`, then shortened by up to `jitter` of itself (`rand` in [0, 1)) so that
+    several connections (or several virtwatch instances) do not retry in lock-step."""
+    exponent = min(max(attempt, 1) - 1, 64)
+    base = min(max_s, initial_s * 2.0**exponent)
+    return base * (1.0 - jitter * min(max(rand, 0.0), 1.0))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (`q` in [0, 100]) of `values`; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def host_state(
+    *, closed: bool, live: int, ever_connected: bool, outage: bool, down: bool
+) -> ConnectionState:
+    """A host's connection state from what its pool knows.
+
+    `outage`: a connection was lost or an open failed and nothing has opened since;
+    `down`: the last failure will not heal by itself (bad credentials, bad URI)."""
+    if closed:
+        return ConnectionState.CLOSED
+    if live == 0:
+        if down:
+            return ConnectionState.DOWN
+        if outage or ever_connected:
+            return ConnectionState.RECONNECTING
+        return ConnectionState.CONNECTING
+    return ConnectionState.DEGRADED if outage else ConnectionState.CONNECTED
+
+
+# --- internals ------------------------------------------------------------------------
+
+
+class _Entry:
+    """One libvirt connection and what the pool knows about it.
+
+    `busy` counts our own worker threads running on it (probes, listeners): a connection
+    is never closed under one of them (libvirt would free it mid-call); the last one
+    out closes it instead."""
+
+    __slots__ = (
+        "busy",
+        "check_first",
+        "close_pending",
+        "closed",
+        "conn",
+        "created_at",
+        "dead",
+        "last_checked",
+        "last_used",
+        "lock",
+        "owner",
+        "retired",
+        "serial",
+        "torn",
+        "users",
+    )
+
+    def __init__(self, serial: int, owner: DedicatedConnection | None) -> None:
+        self.serial = serial
+        self.owner = owner
+        self.conn: libvirt.virConnect = None
+        self.created_at = time.monotonic()
+        self.last_used = self.created_at
+        self.last_checked = self.created_at
+        self.dead = False
+        self.check_first = False  # a borrower was cancelled mid-call: probe before reuse
+        self.closed = False  # the pool is done with it (closing or closed)
+        self.retired = False  # abandoned while borrowed: closed when returned
+        self.users = 0  # borrowers of a dedicated connection (loop side)
+        self.lock = threading.Lock()  # guards busy / close_pending / torn across threads
+        self.busy = 0
+        self.close_pending = False
+        self.torn = False
+
+    def __repr__(self) -> str:
+        return f"<conn #{self.serial}{' dead' if self.dead else ''}>"
+
+
+@dataclass(slots=True)
+class _Outage:
+    """Since when the host has been (partly) unreachable, and when to try again."""
+
+    since: float  # wall clock
+    reason: str
+    error: AppError | None = None
+    attempts: int = 0
+    next_retry: float = 0.0  # monotonic; 0 = now
+    next_retry_wall: float | None = None
+    failed_at: float = 0.0  # monotonic time the last counted failure happened
+
+
+def _teardown(entry: _Entry) -> None:
+    """Blocking: drop our close callback, then close; once, and never under our own
+    running thread (then the last such thread does it). Never raises."""
+    with entry.lock:
+        if entry.torn or entry.conn is None:
+            return
+        if entry.busy:
+            entry.close_pending = True
+            return
+        entry.torn = True
+    conn = entry.conn
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.unregisterCloseCallback()
+    close_quietly(conn)
+
+
+def _run_on(entry: _Entry, fn: Callable[[libvirt.virConnect], T]) -> T:
+    """Blocking: `fn(entry.conn)`, counted in `entry.busy` (see `_teardown`)."""
+    with entry.lock:
+        entry.busy += 1
+    try:
+        return fn(entry.conn)
+    finally:
+        with entry.lock:
+            entry.busy -= 1
+            pending = entry.close_pending and entry.busy == 0
+            if pending:
+                entry.close_pending = False
+        if pending:
+            _teardown(entry)
+
+
+def _probe(conn: libvirt.virConnect) -> bool:
+    """Blocking health probe: the local alive flag, then one cheap round trip."""
+    try:
+        return bool(conn.isAlive()) and conn.getLibVersion() > 0
+    except libvirt.libvirtError:
+        return False
+
+
+def _misuse(message: str) -> AppError:
+    return AppError(
+        ErrorCode.INTERNAL_ERROR,
+        message,
+        "this is a bug in virtwatch: the pool was used outside its open/close lifetime",
+    )
+
+
+# --- the pool -------------------------------------------------------------------------
+
+
+class LibvirtPool:
+    """Connections to one libvirt URI.
+
+        async with LibvirtPool(uri, publish=hub.publish) as pool:
+            async with pool.connection() as conn:      # or acquire() / release()
+                await asyncio.to_thread(conn.lookupByName("web").create)
+            collector_source = pool.dedicated("collector")
+
+    States: unopened -> open -> closing -> closed; using it outside `open` is an error.
+    `open()` never fails because the host is unreachable (the pool reconnects in the
+    background and publishes the outage); `acquire()` does, with a clear error.
+    Dedicated connections count toward `max_size` and `min_size`.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        settings: PoolSettings | None = None,
+        host: str | None = None,
+        read_only: bool = False,
+        credentials: Credentials | None = None,
+        publish: Callable[[object], None] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._uri = uri
+        self.settings = settings or PoolSettings()
+        self.host = host or redact_uri(uri)
+        self._read_only = read_only
+        self._credentials = credentials
+        self._publish = publish
+        self._rand = rand
+        self._state = SourceState.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serials = itertools.count(1)
+        self._idle: collections.deque[_Entry] = collections.deque()  # right end = most recent
+        self._in_use: dict[int, _Entry] = {}  # id(conn) -> entry
+        self._checking: set[_Entry] = set()
+        self._opening = 0
+        self._retired: dict[int, _Entry] = {}
+        self._waiters: collections.deque[asyncio.Future[_Entry | None]] = collections.deque()
+        self._dedicated: dict[str, DedicatedConnection] = {}
+        self._closers: set[asyncio.Future[None]] = set()
+        self._maintainer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._turn = asyncio.Event()  # set (and replaced) when the host answers again
+        self._drained = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._outage: _Outage | None = None
+        self._ever_connected = False
+        self._published_link: tuple[ConnectionState, float | None, str] | None = None
+        self._link_since = time.time()
+        self._stats_handle: asyncio.TimerHandle | None = None
+        self._stats_at = 0.0
+        self._last_stats: PoolStats | None = None
+        self._waits: collections.deque[float] = collections.deque(maxlen=WAIT_WINDOW)
+        self.created = 0
+        self.destroyed = 0
+        self.failures = 0
+        self.timeouts = 0
+
+    # --- identity and state -----------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        return self._link_state()
+
+    @property
+    def last_error(self) -> AppError | None:
+        """The failure behind the current outage, if any."""
+        return self._outage.error if self._outage else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<LibvirtPool {self.host} {redact_uri(self._uri)} {self._state} "
+            f"size={self._size()} idle={len(self._idle)} in_use={len(self._in_use)} "
+            f"waiters={len(self._waiters)}>"
+        )
+
+    def _check_open(self) -> None:
+        if self._state is SourceState.UNOPENED:
+            raise _misuse(
+                f"connection pool for {redact_uri(self._uri)} is not open yet: "
+                "`await pool.open()` or use `async with pool` first"
+            )
+        if self._state is not SourceState.OPEN:
+            raise self._closed_error()
+
+    def _closed_error(self) -> AppError:
+        return AppError(
+            ErrorCode.INTERNAL_ERROR,
+            f"connection pool for {redact_uri(self._uri)} is {self._state}",
+            "virtwatch is shutting down; a connection was requested after close() began",
+            Severity.WARNING,
+            {"uri": redact_uri(self._uri)},
+        )
+
+    # --- sizes ------------------------------------------------------------------------
+
+    def _shared_cap(self) -> int:
+        return self.settings.max_size - len(self._dedicated)
+
+    def _shared_min(self) -> int:
+        return max(0, self.settings.min_size - len(self._dedicated))
+
+    def _shared_size(self) -> int:
+        return len(self._idle) + len(self._in_use) + self._opening + len(self._checking)
+
+    def _dedicated_open(self) -> int:
+        return sum(1 for d in self._dedicated.values() if d.live)
+
+    def _size(self) -> int:
+        shared = len(self._idle) + len(self._in_use) + len(self._checking)
+        return shared + self._dedicated_open()
+
+    def _live(self) -> int:
+        shared = sum(1 for e in self._idle if not e.dead)
+        shared += sum(1 for e in self._in_use.values() if not e.dead)
+        shared += sum(1 for e in self._checking if not e.dead)
+        return shared + self._dedicated_open()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> LibvirtPool:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> LibvirtPool:
+        """Start the event thread, open `min_size` shared connections, start upkeep.
+
+        An unreachable host is not an error here: it is published as an outage and
+        retried in the background."""
+        if self._state is not SourceState.UNOPENED:
+            raise _misuse(f"connection pool for {redact_uri(self._uri)} is already {self._state}")
+        self._loop = asyncio.get_running_loop()
+        LibvirtEventThread.ensure_running()  # keepalive and close callbacks need it
+        self._state = SourceState.OPEN
+        self._update_link()
+        await self._replenish()
+        self._maintainer = asyncio.create_task(self._maintain(), name=f"pool:{self.host}")
+        self._publish_stats()
+        return self
+
+    async def close(self, *, grace_s: float | None = None) -> None:
+        """Stop lending, wait up to `grace_s` (default settings.close_grace_s) for borrowed
+        connections to come back, then `terminate()`."""
+        if self._state is SourceState.UNOPENED:
+            self._state = SourceState.CLOSED
+            for dedicated in self._dedicated.values():
+                dedicated._state = SourceState.CLOSED
+            self._closed.set()
+            return
+        if self._state is not SourceState.OPEN:
+            await self._closed.wait()
+            return
+        self._state = SourceState.CLOSING
+        self._fail_waiters()
+        for entry in list(self._idle):
+            self._idle.remove(entry)
+            self._destroy(entry)
+        grace = self.settings.close_grace_s if grace_s is None else grace_s
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self._in_use or any(d.users for d in self._dedicated.values()):
+                    self._drained.clear()
+                    await self._drained.wait()
+        await self.terminate()
+
+    async def terminate(self) -> None:
+        """Close now. Connections still borrowed are abandoned: libvirt cannot safely close
+        a connection under a running call, so each closes when its borrower returns it."""
+        if self._state is SourceState.CLOSED:
+            return
+        self._state = SourceState.CLOSING
+        self._fail_waiters()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
+            self._maintainer = None
+        for dedicated in list(self._dedicated.values()):
+            await dedicated._shutdown(grace_s=0.0)
+        for entry in list(self._idle) + list(self._checking):
+            self._destroy(entry)
+        self._idle.clear()
+        self._checking.clear()
+        for key, entry in self._in_use.items():
+            entry.retired = True
+            self._retired[key] = entry
+        self._in_use.clear()
+        if self._closers:
+            await asyncio.wait(set(self._closers), timeout=self.settings.check_timeout_s)
+        if self._stats_handle is not None:
+            self._stats_handle.cancel()
+            self._stats_handle = None
+        self._state = SourceState.CLOSED
+        self._update_link()
+        self._publish_stats()
+        self._closed.set()
+
+    def _fail_waiters(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(self._closed_error())
+
+    # --- borrowing --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, *, timeout_s: float | None = None
+    ) -> AsyncIterator[libvirt.virConnect]:
+        """Borrow a shared connection for the block; returned even when cancelled."""
+        conn = await self.acquire(timeout_s=timeout_s)
+        dead = suspect = False
+        try:
+            yield conn
+        except BaseException as exc:
+            dead = is_dead_error(exc)
+            suspect = isinstance(exc, asyncio.CancelledError)
+            raise
+        finally:
+            self._release(conn, dead=dead, suspect=suspect)
+
+    async def acquire(self, *, timeout_s: float | None = None) -> libvirt.virConnect:
+        """A live shared connection; waiters are served first come, first served.
+
+        Raises AppError: after `timeout` (default settings.acquire_timeout_s) naming the
+        pool's state; at once while the host is unreachable and a retry is pending."""
+        self._check_open()
+        limit = self.settings.acquire_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                entry = await self._acquire_entry()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self.timeouts += 1
+            self._waits.append(time.monotonic() - started)
+            self._changed()
+            raise self._timeout_error(limit) from None
+        self._waits.append(time.monotonic() - started)
+        self._changed()
+        return entry.conn
+
+    def release(self, conn: libvirt.virConnect, *, dead: bool = False) -> None:
+        """Give back a connection from `acquire()`. Never blocks. `dead=True` when a call
+        on it failed with a connection error: it is closed and replaced."""
+        self._release(conn, dead=dead, suspect=False)
+
+    def _release(self, conn: libvirt.virConnect, *, dead: bool, suspect: bool) -> None:
+        key = id(conn)
+        entry = self._in_use.pop(key, None)
+        if entry is None:
+            retired = self._retired.pop(key, None)
+            if retired is not None:
+                self._destroy(retired)
+                return
+            raise _misuse(
+                f"a connection to {redact_uri(self._uri)} was released that this pool did not "
+                "lend, or was released twice"
+            )
+        self._settle(entry, dead=dead, suspect=suspect)
+
+    def _settle(self, entry: _Entry, *, dead: bool, suspect: bool = False) -> None:
+        entry.last_used = time.monotonic()
+        if suspect:
+            entry.check_first = True
+        if dead and not entry.dead:
+            self._mark_lost(entry, "a call failed: the connection is closed")
+        if (
+            entry.dead
+            or self._state is not SourceState.OPEN
+            or self._shared_size() + 1 > self._shared_cap()
+        ):
+            self._destroy(entry)
+        else:
+            self._put_back(entry)
+        if not self._in_use:
+            self._drained.set()
+        self._changed()
+
+    async def _acquire_entry(self) -> _Entry:
+        while True:
+            self._check_open()
+            grant = await self._grant()
+            if grant is None:  # a reserved slot: open a new connection in it
+                return await self._open_reserved()
+            if await self._usable(grant):
+                return grant
+
+    async def _grant(self) -> _Entry | None:
+        """An idle entry (now lent), or None for a reserved slot to open into."""
+        if not self._waiters:
+            if self._idle:
+                entry = self._idle.pop()
+                self._in_use[id(entry.conn)] = entry
+                return entry
+            if self._can_reserve():
+                self._opening += 1
+                return None
+        assert self._loop is not None
+        fut: asyncio.Future[_Entry | None] = self._loop.create_future()
+        self._waiters.append(fut)
+        self._changed()
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._give_back(fut.result())  # served at the instant we were cancelled
+            else:
+                fut.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            self._changed()
+            raise
+
+    def _give_back(self, grant: _Entry | None) -> None:
+        if grant is None:
+            self._opening -= 1
+            self._slot_freed()
+        else:
+            self._in_use.pop(id(grant.conn), None)
+            self._settle(grant, dead=False)
+
+    async def _usable(self, entry: _Entry) -> bool:
+        """Probe a lent entry when it idled long or a borrower was cancelled on it."""
+        if entry.dead:
+            self._in_use.pop(id(entry.conn), None)
+            self._settle(entry, dead=True)
+            return False
+        idle_for = time.monotonic() - max(entry.last_used, entry.last_checked)
+        if not entry.check_first and idle_for < self.settings.check_after_idle_s:
+            return True
+        try:
+            ok = await self._probe(entry)
+        except BaseException:
+            self._in_use.pop(id(entry.conn), None)
+            self._settle(entry, dead=False, suspect=True)
+            raise
+        if ok:
+            entry.check_first = False
+            return True
+        self._in_use.pop(id(entry.conn), None)
+        self._settle(entry, dead=True)
+        return False
+
+    async def _probe(self, entry: _Entry) -> bool:
+        fut = in_daemon_thread(lambda: _run_on(entry, _probe), name=f"libvirt-probe:{self.host}")
+        try:
+            ok = await await_thread(fut, self.settings.check_timeout_s)
+        except TimeoutError:
+            ok = False
+        entry.last_checked = time.monotonic()
+        if not ok and not entry.dead:
+            self._mark_lost(entry, "a health probe failed")
+        return ok
+
+    async def _open_reserved(self) -> _Entry:
+        """Open into a slot `_grant` reserved; the slot is freed whatever happens."""
+        try:
+            entry = await self._open_entry(None)
+        except BaseException:
+            self._opening -= 1
+            self._slot_freed()
+            raise
+        self._opening -= 1
+        if self._state is not SourceState.OPEN:
+            self._destroy(entry)
+            raise self._closed_error()
+        self._in_use[id(entry.conn)] = entry
+        self._changed()
+        return entry
+
+    def _put_back(self, entry: _Entry) -> None:
+        """Hand `entry` to the first waiter still waiting, else make it idle."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._in_use[id(entry.conn)] = entry
+                fut.set_result(entry)
+                return
+        self._idle.append(entry)
+
+    def _slot_freed(self) -> None:
+        """Capacity came back: offer it to waiters, and let upkeep top up to min_size."""
+        self._offer_slots()
+        self._wake.set()
+
+    def _offer_slots(self) -> None:
+        """Waiters get a reserved slot to open into, while there is room."""
+        if self._state is not SourceState.OPEN:
+            return
+        while self._waiters and self._can_reserve():
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._opening += 1
+                fut.set_result(None)
+
+    def _timeout_error(self, limit: float) -> AppError:
+        s = self.stats()
+        return AppError(
+            ErrorCode.RESOURCE_EXHAUSTED,
+            f"no connection to {redact_uri(self._uri)} came free within {limit:g} s "
+            f"(pool: {s.size}/{s.max_size} open, {s.in_use} in use, {s.idle} idle, "
+            f"{s.dedicated} dedicated, {s.waiters} waiting; host {self._link_state()})",
+            "calls on this host are slow or stuck (a hung QEMU holds its VM's job lock); "
+            "check `virsh -c URI list`, or raise [pool] max_size / acquire_timeout",
+            Severity.ERROR,
+            {
+                "uri": redact_uri(self._uri),
+                "size": str(s.size),
+                "in_use": str(s.in_use),
+                "waiters": str(s.waiters),
+            },
+            transient=True,
+        )
+
+    # --- opening and closing connections ----------------------------------------------
+
+    async def _open_entry(self, owner: DedicatedConnection | None) -> _Entry:
+        """Open, set up keepalive and the close callback, run `owner`'s open listeners.
+
+        Fails fast while a retry is pending after a failure (the host is down)."""
+        if self._in_backoff():
+            raise self._unreachable_error()
+        started = time.monotonic()
+        entry = _Entry(next(self._serials), owner)
+
+        def work() -> _Entry:
+            entry.conn = open_blocking(self._uri, self._read_only, self._credentials)
+            try:
+                self._prepare(entry)
+            except BaseException:
+                _teardown(entry)
+                raise
+            return entry
+
+        fut = in_daemon_thread(work, name=f"libvirt-open:{self.host}", on_orphan=_teardown)
+        try:
+            await await_thread(fut, self.settings.open_timeout_s, _teardown)
+            if owner is not None and owner._open_listeners:
+                await self._run_listeners(entry, owner._open_listeners)
+        except TimeoutError:
+            raise self._open_failed(
+                entry, open_timeout_error(self._uri, self.settings.open_timeout_s), started
+            ) from None
+        except libvirt.libvirtError as err:
+            what = f"cannot connect to {redact_uri(self._uri)}"
+            raise self._open_failed(
+                entry, from_libvirt(err, uri=self._uri, what=what), started
+            ) from err
+        except AppError as err:
+            raise self._open_failed(entry, err, started) from err
+        except asyncio.CancelledError:
+            self._spawn_close(entry)
+            raise
+        except Exception as err:
+            bug = AppError(
+                ErrorCode.INTERNAL_ERROR,
+                f"opening {redact_uri(self._uri)} failed: {redact_text(str(err))}",
+                "an open listener raised; this is a bug in virtwatch",
+            )
+            raise self._open_failed(entry, bug, started) from err
+        self.created += 1
+        self._ever_connected = True
+        o = self._outage
+        if o is not None and o.error is not None:
+            # the host answers: end the backoff and wake everyone waiting for a turn; the
+            # outage itself ends when every wanted connection is back (_settle_outage)
+            o.error, o.attempts, o.next_retry, o.next_retry_wall = None, 0, 0.0, None
+            o.reason = "reconnecting"
+            self._turn.set()
+            self._turn = asyncio.Event()
+        return entry  # the caller places it, then calls _changed()
+
+    async def _run_listeners(self, entry: _Entry, listeners: Iterable[Listener]) -> None:
+        todo = list(listeners)
+
+        def run(conn: libvirt.virConnect) -> None:
+            for fn in todo:
+                fn(conn)
+
+        fut = in_daemon_thread(lambda: _run_on(entry, run), name=f"libvirt-listeners:{self.host}")
+        await await_thread(fut, self.settings.open_timeout_s)
+
+    def _open_failed(self, entry: _Entry, err: AppError, started: float) -> AppError:
+        self._spawn_close(entry)
+        self.failures += 1
+        now = time.monotonic()
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = _Outage(time.time(), err.message)
+        outage.error = err
+        outage.reason = err.message
+        if started >= outage.failed_at:  # one attempt round counts once, however many tried
+            outage.attempts += 1
+            if err.transient:
+                delay = backoff_delay(
+                    outage.attempts,
+                    initial_s=self.settings.reconnect_initial_s,
+                    max_s=self.settings.reconnect_max_s,
+                    rand=self._rand(),
+                )
+            else:
+                delay = self.settings.down_retry_s
+            outage.failed_at = now
+            outage.next_retry = now + delay
+            outage.next_retry_wall = time.time() + delay
+        log.info(
+            "%s: open failed (%s); retry in %.1f s", self.host, err.message, outage.next_retry - now
+        )
+        self._update_link()
+        self._changed()
+        return err
+
+    def _prepare(self, entry: _Entry) -> None:
+        """Blocking, in the opening thread: keepalive and a close callback (both best effort:
+        the test driver supports neither keepalive nor ever calls the callback)."""
+        conn = entry.conn
+        s = self.settings
+        try:
+            conn.setKeepAlive(s.keepalive_interval_s, s.keepalive_count)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                log.debug("%s: keepalive not enabled: %s", self.host, redact_text(str(err)))
+
+        def closed(_conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+            self._from_event_thread(self._on_closed, entry, reason)
+
+        try:
+            conn.registerCloseCallback(closed, None)
+        except libvirt.libvirtError as err:
+            log.debug("%s: no close callback: %s", self.host, redact_text(str(err)))
+
+    def _from_event_thread(self, fn: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _on_closed(self, entry: _Entry, reason: int) -> None:
+        """libvirt's close callback, now on the loop: the connection is dead."""
+        if entry.closed or entry.dead:
+            return
+        self._mark_lost(
+            entry, f"libvirtd closed the connection ({_CLOSE_REASONS.get(reason, reason)})"
+        )
+        if entry in self._idle:
+            self._idle.remove(entry)
+            self._destroy(entry)
+
+    def _mark_lost(self, entry: _Entry, reason: str) -> None:
+        entry.dead = True
+        self.failures += 1
+        if self._outage is None:
+            self._outage = _Outage(time.time(), reason)
+        log.info("%s: connection #%d lost: %s", self.host, entry.serial, reason)
+        if entry.owner is not None:
+            entry.owner._lost(entry)
+        self._wake.set()
+        self._update_link()
+        self._changed()
+
+    def _destroy(self, entry: _Entry) -> None:
+        """Forget `entry` (already removed from the pool's structures) and close it."""
+        if entry.closed:
+            return
+        entry.closed = True
+        self.destroyed += 1
+        self._spawn_close(entry)
+        if entry.owner is None:
+            self._slot_freed()
+        self._update_link()
+        self._changed()
+
+    def _spawn_close(self, entry: _Entry) -> None:
+        entry.closed = True
+        if entry.conn is None:
+            return
+        fut = in_daemon_thread(lambda: _teardown(entry), name=f"libvirt-close:{self.host}")
+        self._closers.add(fut)
+        fut.add_done_callback(self._closers.discard)
+
+    # --- outage and backoff -----------------------------------------------------------
+
+    def _in_backoff(self) -> bool:
+        o = self._outage
+        return o is not None and o.error is not None and time.monotonic() < o.next_retry
+
+    def _unreachable_error(self) -> AppError:
+        o = self._outage
+        assert o is not None
+        assert o.error is not None
+        last = o.error
+        ctx = dict(last.context)
+        ctx["host"] = self.host
+        if o.next_retry_wall is not None:
+            ctx["next_retry_at"] = f"{o.next_retry_wall:.3f}"
+        return AppError(
+            last.code,
+            f"{self.host} is unreachable, reconnecting: {last.message}",
+            last.hint,
+            last.severity,
+            ctx,
+            last.transient,
+            last.libvirt_code,
+            last.libvirt_domain,
+        )
+
+    def _settle_outage(self) -> None:
+        """End an outage once every wanted connection is back (no open needed to prove it:
+        the lost one may have been an extra that is not replaced)."""
+        o = self._outage
+        if o is None or self._state is not SourceState.OPEN or self._waiters:
+            return
+        every = [*self._idle, *self._in_use.values(), *self._checking]
+        if any(e.dead for e in every) or (not every and self._shared_min() > 0):
+            return
+        if len(every) < self._shared_min():
+            return
+        if any(d.opens and not d.live for d in self._dedicated.values()):
+            return
+        if self._live() == 0:
+            return
+        self._outage = None
+
+    def _can_reserve(self) -> bool:
+        """Room to open a shared connection now. In backoff with live shared connections
+        around, waiters wait for one of those instead of failing fast."""
+        if self._shared_size() >= self._shared_cap():
+            return False
+        return not (self._in_backoff() and self._live_shared() > 0)
+
+    def _live_shared(self) -> int:
+        every = [*self._idle, *self._in_use.values(), *self._checking]
+        return sum(1 for e in every if not e.dead)
+
+    async def _wait_turn(self) -> None:
+        """Sleep until the next retry is due, or the host answered another opener."""
+        while self._in_backoff():
+            o = self._outage
+            assert o is not None
+            turn = self._turn
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, o.next_retry - time.monotonic())):
+                    await turn.wait()
+
+    def _link_state(self) -> ConnectionState:
+        o = self._outage
+        return host_state(
+            closed=self._state is SourceState.CLOSED,
+            live=self._live(),
+            ever_connected=self._ever_connected,
+            outage=o is not None,
+            down=o is not None and o.error is not None and not o.error.transient,
+        )
+
+    def _update_link(self) -> None:
+        if self._state in (SourceState.UNOPENED, SourceState.CLOSING):
+            return  # nothing to say yet; connections closing on purpose are no outage
+        self._settle_outage()
+        state = self._link_state()
+        o = self._outage
+        retry = None
+        message = ""
+        if o is not None and state is not ConnectionState.CLOSED:
+            retry = o.next_retry_wall if o.error is not None else None
+            message = o.reason
+        key = (state, retry, message)
+        if key == self._published_link:
+            return
+        previous = self._published_link
+        now = time.time()
+        if previous is None or previous[0] is not state:
+            self._link_since = now
+            if state in (ConnectionState.RECONNECTING, ConnectionState.DOWN) and o is not None:
+                self._link_since = o.since
+        self._published_link = key
+        if self._publish is not None:
+            self._publish(
+                HostConnection(
+                    host=self.host,
+                    uri=redact_uri(self._uri),
+                    state=state,
+                    at=now,
+                    since=self._link_since,
+                    next_retry_at=retry,
+                    message=message,
+                )
+            )
+
+    # --- upkeep -----------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        """Keep min_size open, reap idle extras, probe idle connections, publish stats."""
+        s = self.settings
+        while True:
+            self._wake.clear()
+            await self._replenish()
+            self._offer_slots()  # a backoff that ended may let waiters open
+            now = time.monotonic()
+            self._reap_idle(now)
+            await self._check_idle(now)
+            if now - self._stats_at >= s.stats_interval_s:
+                self._publish_stats()
+            wake_at = self._stats_at + s.stats_interval_s
+            if self._idle:
+                oldest = self._idle[0]
+                wake_at = min(
+                    wake_at,
+                    oldest.last_used + s.idle_timeout_s,
+                    min(max(e.last_used, e.last_checked) for e in self._idle) + s.health_interval_s,
+                )
+            o = self._outage
+            if o is not None and (self._shared_size() < self._shared_min() or self._waiters):
+                wake_at = min(wake_at, o.next_retry)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, wake_at - time.monotonic())):
+                    await self._wake.wait()
+
+    async def _replenish(self) -> None:
+        while (
+            self._state is SourceState.OPEN
+            and self._shared_size() < self._shared_min()
+            and not self._in_backoff()
+        ):
+            self._opening += 1
+            try:
+                entry = await self._open_entry(None)
+            except AppError:
+                self._opening -= 1
+                self._offer_slots()
+                return
+            except BaseException:
+                self._opening -= 1
+                raise
+            self._opening -= 1
+            if self._state is not SourceState.OPEN:
+                self._destroy(entry)
+                return
+            self._put_back(entry)
+            self._changed()
+
+    def _reap_idle(self, now: float) -> None:
+        timeout = self.settings.idle_timeout_s
+        while (
+            self._idle
+            and self._shared_size() > self._shared_min()
+            and now - self._idle[0].last_used >= timeout
+        ):
+            self._destroy(self._idle.popleft())
+
+    async def _check_idle(self, now: float) -> None:
+        due = [
+            e
+            for e in self._idle
+            if now - max(e.last_used, e.last_checked) >= self.settings.health_interval_s
+        ]
+        for entry in due:
+            if entry not in self._idle:
+                continue
+            self._idle.remove(entry)
+            self._checking.add(entry)
+            try:
+                ok = await self._probe(entry)
+            finally:
+                self._checking.discard(entry)
+            if ok and self._state is SourceState.OPEN:
+                self._put_back(entry)
+            else:
+                self._destroy(entry)
+
+    # --- dedicated connections --------------------------------------------------------
+
+    def dedicated(self, name: str) -> DedicatedConnection:
+        """The dedicated connection called `name` (created on first ask, opened on first
+        use): a `ConnectionSource` nothing else borrows. It takes one of `max_size` slots."""
+        if self._state in (SourceState.CLOSING, SourceState.CLOSED):
+            raise self._closed_error()
+        existing = self._dedicated.get(name)
+        if existing is not None:
+            return existing
+        if len(self._dedicated) + 1 >= self.settings.max_size:
+            raise AppError(
+                ErrorCode.VALIDATION_ERROR,
+                f"pool for {redact_uri(self._uri)} cannot dedicate another connection: "
+                f"{len(self._dedicated)} of max_size {self.settings.max_size} already are, "
+                "and one must stay shared",
+                "raise [pool] max_size",
+            )
+        dedicated = DedicatedConnection(self, name)
+        self._dedicated[name] = dedicated
+        self._changed()
+        return dedicated
+
+    def _forget_dedicated(self, dedicated: DedicatedConnection) -> None:
+        if self._dedicated.get(dedicated.name) is dedicated:
+            del self._dedicated[dedicated.name]
+            self._slot_freed()
+            self._changed()
+
+    # --- statistics -------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        waits = list(self._waits)
+        return PoolStats(
+            host=self.host,
+            uri=redact_uri(self._uri),
+            state=self._state,
+            size=self._size(),
+            idle=len(self._idle),
+            in_use=len(self._in_use) + len(self._checking),
+            dedicated=self._dedicated_open(),
+            opening=self._opening,
+            waiters=sum(1 for f in self._waiters if not f.done()),
+            min_size=self.settings.min_size,
+            max_size=self.settings.max_size,
+            created=self.created,
+            destroyed=self.destroyed,
+            failures=self.failures,
+            timeouts=self.timeouts,
+            acquire_wait_p50_s=percentile(waits, 50),
+            acquire_wait_p99_s=percentile(waits, 99),
+            at=time.time(),
+        )
+
+    def _changed(self) -> None:
+        """Re-judge the host's state; publish stats soon (coalesced: at most one record
+        per 0.2 s from changes)."""
+        self._update_link()
+        if self._publish is None or self._stats_handle is not None or self._loop is None:
+            return
+        if self._state is SourceState.CLOSED:
+            return
+        delay = max(0.0, self._stats_at + 0.2 - time.monotonic())
+        self._stats_handle = self._loop.call_later(delay, self._publish_stats)
+
+    def _publish_stats(self) -> None:
+        if self._stats_handle is not None:
+            self._stats_handle.cancel()
+            self._stats_handle = None
+        self._stats_at = time.monotonic()
+        stats = self.stats()
+        if self._last_stats is not None and _same_figures(stats, self._last_stats):
+            return
+        self._last_stats = stats
+        if self._publish is not None:
+            self._publish(stats)
+
+
+def _same_figures(a: PoolStats, b: PoolStats) -> bool:
+    return {f.name: getattr(a, f.name) for f in fields(a) if f.name != "at"} == {
+        f.name: getattr(b, f.name) for f in fields(b) if f.name != "at"
+    }
+
+
+class DedicatedConnection:
+    """One connection of a pool reserved for one consumer (a `ConnectionSource`).
+
+    Opened on first use; after libvirtd drops it, reopened in the background with the
+    pool's backoff, and `add_open_listener` functions run again before it is used.
+    While the host is down, `connection()` fails at once with the outage's error."""
+
+    def __init__(self, pool: LibvirtPool, name: str) -> None:
+        self._pool = pool
+        self.name = name
+        self._state = SourceState.UNOPENED
+        self._entry: _Entry | None = None
+        self._lock = asyncio.Lock()
+        self._lost_event = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
+        self._open_listeners: list[Listener] = []
+        self._close_listeners: list[Listener] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.users = 0
+        self.opens = 0
+        self.opened_at: float | None = None
+
+    @property
+    def uri(self) -> str:
+        return self._pool.uri
+
+    @property
+    def read_only(self) -> bool:
+        return self._pool.read_only
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def live(self) -> bool:
+        return self._entry is not None and not self._entry.dead and not self._entry.closed
+
+    def __repr__(self) -> str:
+        return f"<DedicatedConnection {self.name} {redact_uri(self.uri)} {self._state}>"
+
+    def add_open_listener(self, fn: Listener) -> None:
+        """Call `fn(conn)` in a worker thread after each (re)open, before the connection
+        is handed out: event callbacks re-register here after a reconnect."""
+        self._open_listeners.append(fn)
+
+    def add_close_listener(self, fn: Listener) -> None:
+        """Call `fn(conn)` in a worker thread before a live connection is closed on
+        purpose (deregister event callbacks here)."""
+        self._close_listeners.append(fn)
+
+    def _check_usable(self) -> None:
+        if self._state in (SourceState.CLOSING, SourceState.CLOSED):
+            raise _misuse(f"dedicated connection '{self.name}' is {self._state}")
+        self._pool._check_open()
+
+    async def open(self) -> DedicatedConnection:
+        """Open now rather than on first use."""
+        await self._ensure()
+        return self
+
+    async def _ensure(self) -> _Entry:
+        self._check_usable()
+        entry = self._entry
+        if entry is not None and not entry.dead:
+            return entry
+        async with self._lock:
+            self._check_usable()
+            entry = self._entry
+            if entry is not None and not entry.dead:
+                return entry
+            self._drop()
+            try:
+                entry = await self._pool._open_entry(self)
+            except AppError:
+                self._start_keeper()
+                raise
+            if self._state in (SourceState.CLOSING, SourceState.CLOSED):
+                self._pool._destroy(entry)
+                raise _misuse(f"dedicated connection '{self.name}' is {self._state}")
+            self._entry = entry
+            self._state = SourceState.OPEN
+            self.opens += 1
+            self.opened_at = time.time()
+            self._lost_event.clear()
+            self._pool._update_link()
+            self._pool._changed()
+            self._start_keeper()
+            return entry
+
+    def _drop(self) -> None:
+        """Detach the current entry; close it now, or when its last user is done."""
+        entry, self._entry = self._entry, None
+        if entry is not None and not entry.closed:
+            if entry.users:
+                entry.retired = True
+            else:
+                self._pool._destroy(entry)
+
+    def _lost(self, entry: _Entry) -> None:
+        if entry is self._entry:
+            self._lost_event.set()
+            self._drop()
+
+    def _start_keeper(self) -> None:
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(
+                self._keep(), name=f"pool:{self._pool.host}:{self.name}"
+            )
+
+    async def _keep(self) -> None:
+        """Reopen after death (with the pool's backoff); probe while idle."""
+        interval = self._pool.settings.health_interval_s
+        while self._state is SourceState.OPEN or self._state is SourceState.UNOPENED:
+            if self._pool.state is not SourceState.OPEN:
+                return
+            if self.live:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await self._lost_event.wait()
+                entry = self._entry
+                if (
+                    self.live
+                    and entry is not None
+                    and self.users == 0
+                    and time.monotonic() - entry.last_checked >= interval
+                ):
+                    await self._pool._probe(entry)
+                continue
+            await self._pool._wait_turn()
+            with contextlib.suppress(AppError):
+                await self._ensure()
+            if not self.live:
+                await asyncio.sleep(0)  # the pool's backoff paces the next try
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[libvirt.virConnect]:
+        entry = await self._ensure()
+        self.users += 1
+        entry.users += 1
+        self._idle.clear()
+        try:
+            yield entry.conn
+        except BaseException as exc:
+            if is_dead_error(exc) and not entry.dead:
+                self._pool._mark_lost(entry, "a call failed: the connection is closed")
+            raise
+        finally:
+            entry.last_used = time.monotonic()
+            entry.users -= 1
+            self.users -= 1
+            if entry.users == 0 and (entry.dead or entry.retired) and not entry.closed:
+                if entry is self._entry:
+                    self._entry = None
+                self._pool._destroy(entry)
+            if self.users == 0:
+                self._idle.set()
+                self._pool._drained.set()
+
+    async def close(self) -> None:
+        """Wait (up to the pool's close grace) for users, then close; frees its slot."""
+        await self._shutdown(grace_s=self._pool.settings.close_grace_s)
+
+    async def _shutdown(self, *, grace_s: float) -> None:
+        if self._state is SourceState.CLOSED:
+            return
+        self._state = SourceState.CLOSING
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
+        if self.users and grace_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await self._idle.wait()
+        entry, self._entry = self._entry, None
+        if entry is not None and not entry.closed:
+            if entry.users:
+                entry.retired = True  # closed by the last user on its way out
+            else:
+                if self._close_listeners and not entry.dead:
+                    with contextlib.suppress(Exception):
+                        await self._pool._run_listeners(entry, self._close_listeners)
+                self._pool._destroy(entry)
+        self._state = SourceState.CLOSED
+        self._pool._forget_dedicated(self)
+        self._pool._update_link()
