@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +50,15 @@ def make_fleet(tmp_path: Path) -> FleetFactory:
     return make
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database's async URL: a SQLite file, then a new PostgreSQL database."""
+    from tests.storage.databases import database
+
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
 from tests.vms import hypervisor, transient_vm  # noqa: E402  (fixtures for qemu tests)
 
-__all__ = ["FleetFactory", "fleet_xml", "hypervisor", "make_fleet", "transient_vm"]
+__all__ = ["FleetFactory", "fleet_xml", "hypervisor", "make_fleet", "store_url", "transient_vm"]

@@ -172,13 +172,15 @@ async def rollup_step(
     until_ms = floor_to(until_ms, tier.width_ms)
     state = RollupState.__table__
     async with store.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            ins = store.insert(state).on_conflict_do_nothing()
+        wm = await _watermark(conn, host, tier)
+        if wm is None:
             first = await _first_raw_at_or_after(conn, host, 0)
-            if first is None:
-                return None
+            if first is None or floor_to(first, tier.width_ms) >= until_ms:
+                return None  # nothing complete to account for yet
+            # the tier's state row starts where the host's samples start; another
+            # recorder may create it at the same moment: then lock and use theirs
             await conn.execute(
-                ins,
+                store.insert(state).on_conflict_do_nothing(),
                 {
                     "tier": str(tier),
                     "host": host,
@@ -186,22 +188,18 @@ async def rollup_step(
                     "updated_at_ms": now_ms,
                 },
             )
-        wm = await _watermark(conn, host, tier)
-        start = 0 if wm is None else wm
-        if start >= until_ms:
+            wm = await _watermark(conn, host, tier)
+            assert wm is not None
+        if wm >= until_ms:
             return None
-        first = await _first_raw_at_or_after(conn, host, start)
+        first = await _first_raw_at_or_after(conn, host, wm)
         if first is None or first >= until_ms:
-            if wm is None:
-                return None  # no samples, no state: nothing to account for yet
-            start, end = wm, until_ms  # a gap: nothing to roll, move on
-            rows = 0
+            start, end, rows = wm, until_ms, 0  # a gap: nothing to roll, move on
         else:
             start = floor_to(first, tier.width_ms)
             end = min(until_ms, start + tier.chunk_ms)
-            model = tier.model
             insert = (
-                store.insert(model)
+                store.insert(tier.model)
                 .from_select(
                     ["metric_id", "ts_ms", "count", "sum", "min", "max", "p95"],
                     _aggregate_select(host, tier.width_ms, start, end),  # type: ignore[arg-type]
@@ -209,22 +207,11 @@ async def rollup_step(
                 .on_conflict_do_nothing()
             )
             rows = (await conn.execute(insert)).rowcount or 0
-        if wm is None:
-            await conn.execute(
-                store.insert(state),
-                {
-                    "tier": str(tier),
-                    "host": host,
-                    "watermark_ms": end,
-                    "updated_at_ms": now_ms,
-                },
-            )
-        else:
-            await conn.execute(
-                update(RollupState)
-                .where(RollupState.tier == str(tier), RollupState.host == host)
-                .values(watermark_ms=end, updated_at_ms=now_ms)
-            )
+        await conn.execute(
+            update(RollupState)
+            .where(RollupState.tier == str(tier), RollupState.host == host)
+            .values(watermark_ms=end, updated_at_ms=now_ms)
+        )
     return RollupStep(host, tier, start, end, rows, end < until_ms)
 
 
