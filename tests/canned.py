@@ -140,3 +140,290 @@ def fleet_snapshot(*, tick: int = 1, notice: str | None = None, taken_at: float 
         duration_s=0.004,
         notice=notice,
     )
+
+
+# --- the dashboard's other panes (issue 6): fixed records at the frozen clock ---------
+
+from virtwatch.core.errors import AppError, ErrorCode, Severity  # noqa: E402
+from virtwatch.core.history import MetricHistory  # noqa: E402
+from virtwatch.core.records import (  # noqa: E402
+    AuditRecord,
+    ConnectionState,
+    DomainEvent,
+    EventKind,
+    HealthAlert,
+    HealthResult,
+    HealthState,
+    HostConnection,
+    Outcome,
+    TaskState,
+    TaskUpdate,
+)
+from virtwatch.core.reports import ErrorReport  # noqa: E402
+
+HOST = "qemu:///system"
+HOST2 = "hv-08"
+FACTS2 = HostFacts(
+    uri="qemu+ssh://admin@hv-08.example.net/system",
+    hostname="hv-08.example.net",
+    driver="QEMU",
+    libvirt_version="9.0.0",
+    hypervisor_version="7.2.22",
+    cpus=8,
+    memory_kib=32 * 1024 * 1024,
+)
+
+
+def second_host_snapshot(*, taken_at: float = NOW) -> Snapshot:
+    """A small remote host: three VMs, one of them also named web-01."""
+    doms = (
+        domain("web-01", cpu=44.0, uuid="20000000-0000-4000-8000-000000000001"),
+        domain("mail", vcpus=2, cpu=3.5, uuid="20000000-0000-4000-8000-000000000002"),
+        domain("ci-worker", state=3, reason=1, uuid="20000000-0000-4000-8000-000000000003"),
+    )
+    return Snapshot(
+        host=HOST2,
+        facts=FACTS2,
+        host_sample=HostSample(
+            cpu_pct=12.0,
+            mem_total_kib=32 * 1024 * 1024,
+            mem_used_kib=9 * 1024 * 1024,
+            source="libvirt",
+            measured_at=taken_at,
+        ),
+        domains=tuple(sorted(doms, key=lambda d: d.name)),
+        taken_at=taken_at,
+        tick=1,
+        duration_s=0.02,
+    )
+
+
+def _wave(i: int, base: float, amp: float, period: int) -> float:
+    # a deterministic wobble (no randomness, so snapshots are stable)
+    phase = (i % period) / period
+    tri = 1 - abs(2 * phase - 1)
+    return max(0.0, base + amp * (2 * tri - 1))
+
+
+def filled_history(*, points: int = 150, step_s: float = 2.0) -> MetricHistory:
+    """Rings holding `points` ticks of the fleet, ending at NOW, CPU and memory moving."""
+    history = MetricHistory(fine_points=points)
+    base = fleet_snapshot()
+    import dataclasses
+
+    for i in range(points):
+        t = NOW - (points - 1 - i) * step_s
+        doms = tuple(
+            dataclasses.replace(
+                d,
+                cpu_pct=None
+                if d.cpu_pct is None
+                else min(100.0, _wave(i + k * 7, d.cpu_pct, 15.0, 40 + k)),
+                mem_used_kib=None
+                if d.mem_used_kib is None
+                else int(d.mem_used_kib * (0.9 + 0.1 * _wave(i, 0.5, 0.5, 60))),
+                measured_at=t,
+            )
+            for k, d in enumerate(base.domains)
+        )
+        hs = base.host_sample
+        assert hs is not None
+        host = dataclasses.replace(hs, cpu_pct=_wave(i, 31.5, 20.0, 50), measured_at=t)
+        history.record(dataclasses.replace(base, domains=doms, host_sample=host, taken_at=t))
+    return history
+
+
+def health_results() -> list[HealthResult]:
+    def r(
+        check: str,
+        subject: str,
+        state: HealthState,
+        value: float | None,
+        unit: str,
+        warn: float | None,
+        crit: float | None,
+        message: str,
+        ago: float,
+    ) -> HealthResult:
+        return HealthResult(
+            check, subject, state, state, value, unit, warn, crit, message, NOW - ago, HOST
+        )
+
+    return [
+        r("libvirt.reachable", HOST, HealthState.OK, 3.0, "ms", 500, 2000, "answers", 4),
+        r("host.cpu", "hv-07", HealthState.OK, 31.5, "%", 85, 95, "31.5% busy", 2),
+        r("host.memory", "hv-07", HealthState.WARN, 88.0, "%", 85, 95, "88% used", 2),
+        r("host.disk", "/var/lib/libvirt", HealthState.CRIT, 97.2, "%", 85, 95, "97% full", 30),
+        r("pool.saturation", HOST, HealthState.OK, 20.0, "%", 80, 95, "2 of 10 in use", 5),
+        r("store.writable", "virtwatch.db", HealthState.OK, 0.4, "s", 5, 30, "lag 0.4 s", 1),
+    ]
+
+
+def health_alerts() -> list[HealthAlert]:
+    return [
+        HealthAlert(
+            "host.memory", "hv-07", HealthState.OK, HealthState.WARN, "88% used", NOW - 300, HOST
+        ),
+        HealthAlert(
+            "host.disk",
+            "/var/lib/libvirt",
+            HealthState.WARN,
+            HealthState.CRIT,
+            "97% full",
+            NOW - 30,
+            HOST,
+        ),
+    ]
+
+
+def error_reports() -> list[ErrorReport]:
+    lost = AppError(
+        ErrorCode.LIBVIRT_CONNECTION_LOST,
+        "collecting stats: client socket is closed",
+        "libvirtd dropped the connection; virtwatch reconnects on its own",
+        Severity.CRITICAL,
+        {"uri": HOST, "libvirt_code": "1", "libvirt_domain": "7"},
+        transient=True,
+        libvirt_code=1,
+        libvirt_domain=7,
+    )
+    invalid = AppError(
+        ErrorCode.MACHINE_INVALID_STATE,
+        "start: [bold red]domain is already running[/]",
+        "the VM is not in a state that allows this; check its current state",
+        Severity.WARNING,
+        {"vm": "web-01"},
+    )
+    slow = AppError(
+        ErrorCode.DATABASE_ERROR,
+        "writing 1200 samples took 4.2 s",
+        "check the disk holding the database",
+        Severity.INFO,
+    )
+    return [
+        ErrorReport(lost, HOST, None, NOW - 95, f"LOST|{HOST}||", 42, NOW - 600),
+        ErrorReport(invalid, HOST, "web-01", NOW - 40, f"INV|{HOST}|web-01|", 1, NOW - 40),
+        ErrorReport(slow, None, None, NOW - 200, "DB|||", 3, NOW - 900),
+    ]
+
+
+def task_updates() -> list[TaskUpdate]:
+    return [
+        TaskUpdate(
+            "t-1",
+            "shutdown web-02",
+            "action.shutdown",
+            TaskState.RUNNING,
+            1,
+            3,
+            NOW - 5,
+            NOW - 5,
+            host=HOST,
+            vm_name="web-02",
+        ),
+        TaskUpdate(
+            "t-2",
+            "start backup",
+            "action.start",
+            TaskState.RETRYING,
+            2,
+            3,
+            NOW - 3,
+            NOW - 12,
+            next_try_at=NOW + 2,
+            error_code="TIMEOUT",
+            message="job lock held",
+            host=HOST,
+            vm_name="backup",
+        ),
+        TaskUpdate(
+            "t-3",
+            "health.host_cpu",
+            "health.host_cpu",
+            TaskState.SUCCEEDED,
+            1,
+            1,
+            NOW - 60,
+            NOW - 61,
+        ),
+        TaskUpdate(
+            "t-4",
+            "force off legacy-crm",
+            "action.force_off",
+            TaskState.FAILED,
+            1,
+            1,
+            NOW - 400,
+            NOW - 402,
+            error_code="FORBIDDEN",
+            message="read-only connection",
+            host=HOST,
+            vm_name="legacy-crm",
+        ),
+    ]
+
+
+def audit_records() -> list[AuditRecord]:
+    uuid = "10000000-0000-4000-8000-000000000001"
+    return [
+        AuditRecord(
+            HOST, uuid, "web-01", "reboot", "alice", "10.0.0.5", Outcome.VERIFIED, NOW - 240, 7.4
+        ),
+        AuditRecord(
+            HOST,
+            uuid,
+            "web-01",
+            "start",
+            "alice",
+            None,
+            Outcome.FAILED,
+            NOW - 40,
+            0.1,
+            "domain is already running",
+            "MACHINE_INVALID_STATE",
+        ),
+    ]
+
+
+def domain_events() -> list[DomainEvent]:
+    uuid = "10000000-0000-4000-8000-000000000001"
+    return [
+        DomainEvent(HOST, uuid, "web-01", EventKind.LIFECYCLE, "stopped: shut down", NOW - 236),
+        DomainEvent(HOST, uuid, "web-01", EventKind.LIFECYCLE, "started: booted", NOW - 233),
+        DomainEvent(
+            HOST,
+            "10000000-0000-4000-8000-000000000007",
+            "staging-api",
+            EventKind.IO_ERROR,
+            "paused: I/O error",
+            NOW - 120,
+        ),
+    ]
+
+
+def host_connections() -> list[HostConnection]:
+    return [
+        HostConnection(HOST, HOST, ConnectionState.CONNECTED, NOW, NOW - 3600),
+        HostConnection(
+            HOST2,
+            "qemu+ssh://admin@hv-08.example.net/system",
+            ConnectionState.RECONNECTING,
+            NOW,
+            NOW - 50,
+            next_retry_at=NOW + 8,
+            message="ssh: connect to host hv-08.example.net port 22: Connection refused",
+        ),
+    ]
+
+
+def all_records() -> list[object]:
+    """Every canned record, in the order a real run would publish them."""
+    return [
+        *host_connections(),
+        *health_results(),
+        *health_alerts(),
+        *error_reports(),
+        *task_updates(),
+        *audit_records(),
+        *domain_events(),
+    ]

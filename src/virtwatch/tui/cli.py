@@ -6,6 +6,7 @@ runtime and the store and wires them together.
     virtwatch db upgrade [--db PATH]                      migrate the database
     virtwatch db stats [--db PATH] [--json]               rows, sizes, time span per table
     virtwatch record [--uri URI] [--db PATH]              collect and store, no screen
+    virtwatch vm ACTION NAME [--uri URI] [--timeout S]    start/shutdown/... one VM, verified
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from pathlib import Path
 import platformdirs
 
 from virtwatch import __version__
+from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
 from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
 from virtwatch.core.connection import SingleConnection, open_connection
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.hub import Hub
 from virtwatch.core.model import snapshot_to_dict
 from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.records import AuditRecord, TaskUpdate
 from virtwatch.core.runtime import HostConfig, Runtime
+from virtwatch.core.tasks import TaskRunner
 from virtwatch.core.uri import redact_text, redact_uri
 from virtwatch.storage.engine import db_url, sqlite_path
 from virtwatch.storage.queries import Queries
@@ -42,6 +47,7 @@ from virtwatch.storage.writer import StoreWriter
 FALLBACK_URI = "qemu:///system"
 PROBE_TIMEOUT_S = 5.0
 EXIT_FAILURE = 2
+EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAILED
 
 
 def default_db_path() -> Path:
@@ -100,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--read-only", action="store_true", help="open read-only connections")
     rec.add_argument("--name", help="the host's name in the database (default: its URI)")
+    vm = sub.add_parser(
+        "vm", help="act on one VM and verify the outcome (exit 0 only when verified)"
+    )
+    vm.add_argument("vm_action", metavar="ACTION", choices=[a.cli_name for a in Action])
+    vm.add_argument("vm_name", metavar="NAME", help="the VM's libvirt name")
+    vm.add_argument("--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)")
+    vm.add_argument("--db", help=f"database for the audit row (default: {default_db_path()})")
+    vm.add_argument(
+        "--timeout", type=_positive, help="seconds to wait for the outcome (default: per action)"
+    )
+    vm.add_argument("--read-only", action="store_true", help="open a read-only connection")
     return p
 
 
@@ -236,6 +253,50 @@ async def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_vm(args: argparse.Namespace) -> int:
+    """One action as a background task; its audit row (and task log) go to the store.
+    Exit 0 when verified, 1 when ignored/failed, 2 on an error (missing VM, ...)."""
+    prepare_libvirt()
+    LibvirtEventThread.ensure_running()  # before the first open: reboots are seen as events
+    uri, _explicit = resolve_uri(args.uri)
+    action = Action.from_cli(args.vm_action)
+    timeouts = DEFAULT_TIMEOUTS
+    if args.timeout is not None:
+        timeouts = timeouts.with_wait(action, args.timeout)
+    hub = Hub()
+    rows: list[AuditRecord | TaskUpdate] = []
+
+    def publish(item: object) -> None:
+        hub.publish(item)
+        if isinstance(item, AuditRecord | TaskUpdate):
+            rows.append(item)
+
+    # the store opens first: no action without a place for its audit row
+    async with Store(db_url(args.db or default_db_path())) as store:
+        source = SingleConnection(uri, read_only=args.read_only)
+        try:
+            async with TaskRunner(publish) as runner:
+                handle = submit_action(
+                    runner,
+                    source,
+                    action,
+                    args.vm_name,
+                    host=redact_uri(uri),
+                    publish=publish,
+                    timeouts=timeouts,
+                )
+                try:
+                    record = await handle.result()
+                except ActionNotVerified as err:
+                    print(f"virtwatch: {redact_text(err.one_line())}", file=sys.stderr)
+                    return EXIT_NOT_VERIFIED
+        finally:
+            await source.close()
+            await store.write([], rows)
+    print(f"{record.message} ({action.cli_name} verified in {record.duration_s:.1f} s)")
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"virtwatch: {redact_text(message)}", file=sys.stderr)
     return EXIT_FAILURE
@@ -249,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "snapshot": run_snapshot,
         "db": run_db,
         "record": run_record,
+        "vm": run_vm,
     }[command]
     try:
         return asyncio.run(runner(args))

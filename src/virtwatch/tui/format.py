@@ -53,3 +53,58 @@ def fmt_duration(seconds: float | None) -> str:
 
 def fmt_age(seconds: float) -> str:
     return "now" if seconds < 1.5 else f"{fmt_duration(seconds)} ago"
+
+
+_RATE_UNITS = ("B/s", "KB/s", "MB/s", "GB/s", "TB/s")
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def fmt_rate(bps: float | None) -> str:
+    """Bytes per second in decimal units: 1500 -> '1.5 KB/s'."""
+    if bps is None:
+        return UNKNOWN
+    value = max(0.0, float(bps))
+    unit = 0
+    while value >= 1000 and unit < len(_RATE_UNITS) - 1:
+        value /= 1000
+        unit += 1
+    if unit == 0 or value >= 100:
+        return f"{value:.0f} {_RATE_UNITS[unit]}"
+    return f"{value:.1f} {_RATE_UNITS[unit]}"
+
+
+def fmt_pair(a: str, b: str) -> str:
+    """Two figures of one cell ('read / write'); both unknown is one '—'."""
+    if a == UNKNOWN and b == UNKNOWN:
+        return UNKNOWN
+    return f"{a} / {b}"
+
+
+def sparkline(values: list[float], width: int, *, top: float | None = None) -> str:
+    """The newest `width` values as block characters, right-aligned; scale 0..top
+    (default: the largest value shown, at least 1)."""
+    if width <= 0:
+        return ""
+    tail = values[-width:]
+    if not tail:
+        return " " * width
+    hi = top if top is not None else max(max(tail), 1.0)
+    hi = hi if hi > 0 else 1.0
+    out = []
+    for v in tail:
+        frac = 0.0 if v != v else min(1.0, max(0.0, v / hi))  # NaN draws as the floor
+        out.append(_BARS[min(len(_BARS) - 1, int(frac * (len(_BARS) - 1) + 0.5))])
+    return " " * (width - len(tail)) + "".join(out)
+
+
+def gauge(pct: float | None, width: int) -> str:
+    """A bar of `width` cells filled to `pct` percent (eighths for the partial cell)."""
+    if width <= 0:
+        return ""
+    if pct is None:
+        return "·" * width
+    frac = min(1.0, max(0.0, pct / 100.0))
+    eighths = round(frac * width * 8)
+    full, part = divmod(eighths, 8)
+    partial = " ▏▎▍▌▋▊▉"[part] if part else ""
+    return ("█" * full + partial).ljust(width, " ")[:width]

@@ -1,4 +1,6 @@
-"""The host header: who we watch, how fresh the data is, and any notice (demo host)."""
+"""The host headers: one line per host — who it is, how fresh its data is, its
+connection state and next retry, its VMs, and its CPU/memory gauges — plus notices.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +8,98 @@ import time
 from collections.abc import Callable
 
 from rich.text import Text
+from textual.containers import Vertical
 from textual.widgets import Static
 
 from virtwatch.core.model import DomainState, Snapshot
+from virtwatch.core.records import ConnectionState, HostConnection
 from virtwatch.core.reports import ErrorReport
-from virtwatch.tui.format import fmt_age, fmt_kib, fmt_pct
+from virtwatch.tui.format import fmt_age, fmt_duration, fmt_kib, gauge
+
+GAUGE_WIDTH = 8
+
+_CONN_STYLE = {
+    ConnectionState.CONNECTING: ("…", "yellow"),
+    ConnectionState.CONNECTED: ("●", "green"),
+    ConnectionState.DEGRADED: ("◐", "yellow"),
+    ConnectionState.RECONNECTING: ("↻", "yellow"),
+    ConnectionState.DOWN: ("✖", "bold red"),
+    ConnectionState.CLOSED: ("○", "dim"),
+}
 
 
-def header_text(snap: Snapshot | None, error: ErrorReport | None, now: float) -> Text:
-    """The header's lines as plain `Text` (hostnames and messages are untrusted)."""
+def connection_text(conn: HostConnection | None, snap: Snapshot | None, now: float) -> Text:
+    """'● connected', '↻ reconnecting in 4s', '✖ down for 12m, retry in 8s'."""
+    if conn is None:
+        return Text("● connected", style="green") if snap is not None else Text("…", style="dim")
+    mark, style = _CONN_STYLE.get(conn.state, ("?", ""))
+    words = str(conn.state)
+    if conn.state is ConnectionState.DOWN:
+        words += f" for {fmt_duration(now - conn.since)}"
+    if conn.next_retry_at is not None and conn.state is not ConnectionState.CONNECTED:
+        words += f", retry in {fmt_duration(max(0.0, conn.next_retry_at - now))}"
+    return Text(f"{mark} {words}", style=style)
+
+
+def header_text(
+    host: str,
+    snap: Snapshot | None,
+    conn: HostConnection | None,
+    error: ErrorReport | None,
+    now: float,
+) -> Text:
+    """A host's header as plain `Text` (host names and messages are untrusted)."""
+    line = Text()
+    line.append(host, style="bold")
     if snap is None:
-        line = Text("connecting…", style="dim")
+        uri = conn.uri if conn is not None else ""
+        if uri and uri != host:
+            line.append(" ")
+            line.append(uri, style="dim")
+        line.append(" · ")
+        line.append_text(connection_text(conn, snap, now))
+        if conn is None:
+            line.append(" connecting…", style="dim")
     else:
         f = snap.facts
-        running = sum(1 for d in snap.domains if d.state is DomainState.RUNNING)
-        line = Text()
-        line.append(snap.host, style="bold")
+        if f.uri != host:
+            line.append(" ")
+            line.append(f.uri, style="dim")
         line.append(
-            f" · {f.hostname} · libvirt {f.libvirt_version} · {f.driver} {f.hypervisor_version}"
-            f" · VMs {running} running / {len(snap.domains)}"
+            f" · {f.hostname} · libvirt {f.libvirt_version} · {f.driver} {f.hypervisor_version} · "
         )
+        line.append_text(connection_text(conn, snap, now))
+        age = now - snap.taken_at
+        line.append(f" · data {fmt_age(age)}", style="dim" if age < 10 else "bold yellow")
+        running = sum(1 for d in snap.domains if d.state is DomainState.RUNNING)
+        line.append(f" · VMs {running}/{len(snap.domains)} running")
         hs = snap.host_sample
         if hs is not None:
-            line.append(
-                f" · host CPU {fmt_pct(hs.cpu_pct).strip()}"
-                f" · mem {fmt_kib(hs.mem_used_kib)} / {fmt_kib(hs.mem_total_kib)}"
+            line.append(" · CPU ")
+            line.append(gauge(hs.cpu_pct, GAUGE_WIDTH), style="cyan on grey23")
+            pct = "—" if hs.cpu_pct is None else f"{hs.cpu_pct:.0f}%"
+            line.append(f" {pct} · MEM ")
+            mem_pct = (
+                None
+                if hs.mem_used_kib is None or not hs.mem_total_kib
+                else 100.0 * hs.mem_used_kib / hs.mem_total_kib
             )
-        line.append(f" · updated {fmt_age(now - snap.taken_at)}", style="dim")
+            line.append(gauge(mem_pct, GAUGE_WIDTH), style="magenta on grey23")
+            line.append(
+                f" {fmt_kib(hs.mem_used_kib)}/{fmt_kib(hs.mem_total_kib)}".replace(".0 ", " ")
+            )
+    if snap is not None and getattr(snap, "stale", False):
+        line.append("\n  ")
+        why = getattr(snap, "error", None) or "the host stopped answering"
+        line.append(f"⌛ stale: {why}", style="bold yellow")
+        retry = getattr(snap, "next_try_at", None)
+        if retry is not None:
+            line.append(f" · next try in {fmt_duration(max(0.0, retry - now))}", style="yellow")
+    if conn is not None and conn.message and conn.state is not ConnectionState.CONNECTED:
+        line.append("\n  ")
+        line.append(conn.message, style="yellow")
     if error is not None and (snap is None or error.at >= snap.taken_at):
-        line.append("\n")
+        line.append("\n  ")
         line.append(f"✖ {error.error.one_line()}", style="bold red")
     if snap is not None and snap.notice:
         line.append("\n")
@@ -43,26 +108,69 @@ def header_text(snap: Snapshot | None, error: ErrorReport | None, now: float) ->
 
 
 class HostHeader(Static):
+    """One host's header line(s)."""
+
     DEFAULT_CSS = """
     HostHeader { height: auto; }
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
-        super().__init__(id=id, markup=False)
+    def __init__(self, host: str, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(markup=False, classes="host-header")
+        self.host = host
         self._clock = clock
         self.snapshot: Snapshot | None = None
+        self.connection: HostConnection | None = None
         self.error: ErrorReport | None = None
 
     def on_mount(self) -> None:
         self.refresh_text()
-        self.set_interval(1.0, self.refresh_text)
-
-    def show(self, snap: Snapshot | None = None, error: ErrorReport | None = None) -> None:
-        if snap is not None:
-            self.snapshot = snap
-        if error is not None:
-            self.error = error
-        self.refresh_text()
 
     def refresh_text(self) -> None:
-        self.update(header_text(self.snapshot, self.error, self._clock()))
+        self.update(
+            header_text(self.host, self.snapshot, self.connection, self.error, self._clock())
+        )
+
+
+class HostHeaders(Vertical):
+    """A header per host, in the order hosts first appeared."""
+
+    DEFAULT_CSS = """
+    HostHeaders { height: auto; }
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._clock = clock
+        self._by_host: dict[str, HostHeader] = {}
+
+    def header(self, host: str) -> HostHeader:
+        h = self._by_host.get(host)
+        if h is None:
+            h = self._by_host[host] = HostHeader(host, clock=self._clock)
+            self.mount(h)
+        return h
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        h = self.header(snap.host)
+        h.snapshot = snap
+        h.refresh_text()
+
+    def show_connection(self, conn: HostConnection) -> None:
+        h = self.header(conn.host)
+        h.connection = conn
+        h.refresh_text()
+
+    def show_error(self, report: ErrorReport) -> None:
+        # errors of a host (not of one VM) belong in its header; others go to the pane
+        if report.vm is not None or report.host is None:
+            return
+        h = self.header(report.host)
+        h.error = report
+        h.refresh_text()
+
+    def tick(self) -> None:
+        for h in self._by_host.values():
+            h.refresh_text()
+
+    def text(self) -> str:
+        return "\n".join(str(h.render()) for h in self._by_host.values())

@@ -1,31 +1,40 @@
-"""The machine table: one row per VM, updated in place, touching only changed cells.
+"""The Machines pane's table: one row per VM of every host, updated in place.
 
-VM names come from untrusted places: every cell is a rich `Text`, never markup.
+It keeps every VM it was told about (a model) and shows those the filter keeps,
+sorted by one column. An update rewrites only the cells whose text changed. VM
+names come from untrusted places: every cell is a rich `Text`, never markup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from virtwatch.core.history import MetricHistory
 from virtwatch.core.model import DomainSample, DomainState, Snapshot
-from virtwatch.tui.format import UNKNOWN, fmt_duration, fmt_mem, fmt_pct
-
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("name", "Name"),
-    ("state", "State"),
-    ("vcpus", "vCPU"),
-    ("cpu", "CPU %"),
-    ("mem", "Memory used / alloc"),
-    ("uptime", "Uptime / reason"),
+from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.rows import (
+    COLUMN_INDEX,
+    SORTABLE,
+    SPARK_WIDTH,
+    Cells,
+    Column,
+    Query,
+    matches,
+    parse_query,
+    row_cells,
+    sort_value,
+    visible_columns,
 )
 
-_STATE_STYLE = {
+STATE_STYLE = {
     DomainState.RUNNING: "green",
     DomainState.PAUSED: "yellow",
     DomainState.SHUTOFF: "dim",
@@ -34,32 +43,26 @@ _STATE_STYLE = {
     DomainState.SHUTDOWN: "yellow",
     DomainState.PMSUSPENDED: "cyan",
 }
-
-Cells = tuple[str, ...]
-
-
-def row_cells(d: DomainSample, now: float) -> Cells:
-    """The plain text of each cell of a VM's row. Pure, so changes are cheap to detect."""
-    if d.state is DomainState.RUNNING and d.started_at is not None:
-        tail = f"up {fmt_duration(now - d.started_at)}"
-    else:
-        tail = d.state_text if d.state is not DomainState.RUNNING else "running (uptime unknown)"
-    return (
-        d.name,
-        d.state.label,
-        UNKNOWN if d.vcpus is None else str(d.vcpus),
-        fmt_pct(d.cpu_pct),
-        fmt_mem(d.mem_used_kib, d.mem_alloc_kib),
-        tail,
-    )
+DEFAULT_STALE_AFTER_S = 10.0
 
 
-def _styled(cells: Cells, state: DomainState) -> list[Text]:
-    style = _STATE_STYLE.get(state, "")
-    out = [Text(c) for c in cells]
-    out[1].stylize(style)
-    out[2].justify = out[3].justify = "right"
-    return out
+class KeyedText(Text):
+    """The mark cell: a `Text` that knows its row, so the table can sort by our model."""
+
+    __slots__ = ("row_key",)
+
+    def __init__(self, text: str, row_key: str) -> None:
+        super().__init__(text, style="bold magenta")
+        self.row_key = row_key
+
+
+@dataclass(slots=True)
+class _Row:
+    host: str
+    sample: DomainSample
+    cells: Cells
+    look: tuple[DomainState, bool]  # (state, stale): what the styles depend on
+    shown: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,75 +70,398 @@ class ApplyStats:
     added: int
     removed: int
     cells_updated: int
+    resorted: bool = False
 
 
 class MachineTable(DataTable[Text]):
-    """Live VM table. Feed it with `apply(snapshot)`; it diffs against what it shows."""
+    """Live VM table. `apply(snapshot)` diffs against what it shows."""
 
     DEFAULT_CSS = """
     MachineTable { height: 1fr; }
     """
 
-    class SnapshotArrived(Message):
-        """A new snapshot for the table. A newer one replaces a pending older one."""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_mark", "Mark / unmark VM", show=False),
+        Binding("o", "next_sort", "Sort by the next column", show=False),
+        Binding("O", "reverse_sort", "Reverse the sort order", show=False),
+        Binding("s", "vm('start')", "Start"),
+        Binding("d", "vm('shutdown')", "Shutdown"),
+        Binding("F", "vm('force_off')", "Force off"),
+        Binding("r", "vm('reboot')", "Reboot"),
+        Binding("p", "vm('pause')", "Pause"),
+        Binding("u", "vm('resume')", "Resume"),
+    ]
 
-        def __init__(self, snapshot: Snapshot) -> None:
+    class ActionRequested(Message):
+        """An action key on the marked VMs (or the one under the cursor)."""
+
+        def __init__(self, action: VmAction, targets: list[VmRef]) -> None:
             super().__init__()
-            self.snapshot = snapshot
+            self.action = action
+            self.targets = targets
 
-        def can_replace(self, message: Message) -> bool:
-            return (
-                isinstance(message, MachineTable.SnapshotArrived)
-                and message.snapshot.host == self.snapshot.host
-            )
+    class Opened(Message):
+        """Enter on a VM: open its detail screen."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, id: str | None = None) -> None:
+        def __init__(self, ref: VmRef) -> None:
+            super().__init__()
+            self.ref = ref
+
+    class SortChanged(Message):
+        def __init__(self, column: str, reverse: bool) -> None:
+            super().__init__()
+            self.column = column
+            self.reverse = reverse
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        history: MetricHistory | None = None,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self._clock = clock
-        self._shown: dict[str, Cells] = {}
-        self._states: dict[str, DomainState] = {}
+        self.history = history
+        self.stale_after_s = stale_after_s
+        self._rows: dict[str, _Row] = {}
+        self._hosts: dict[str, float] = {}  # host -> taken_at of its latest snapshot
+        self._flagged: set[str] = set()  # hosts whose collector says they are stale
+        self._columns: tuple[Column, ...] = visible_columns(multi_host=False)
+        self._query: Query = parse_query("")
+        self.filter_text = ""
+        self.sort_column = "name"
+        self.sort_reverse = False
+        self.marked: set[str] = set()
+        self._activity: dict[str, str] = {}
+        self.tags: Mapping[str, Sequence[str]] = {}  # row key -> tags (domain details)
+        self.read_only = False  # hides the action keys
+
+    # --- structure ------------------------------------------------------------
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for c in self._columns:
+            self.add_column(self._label(c), key=c.key)
+
+    def _label(self, c: Column) -> Text:
+        text = c.label
+        if c.key == self.sort_column:
+            text += " ▼" if self.sort_reverse else " ▲"
+        return Text(text, justify="right" if c.numeric else "left")
+
+    def _relabel(self) -> None:
+        for c in self._columns:
+            col = self.columns.get(c.key)  # type: ignore[call-overload]
+            if col is not None:
+                col.label = self._label(c)
+        self._require_update_dimensions = True
+        self.refresh()
 
     @staticmethod
     def row_key(host: str, uuid: str) -> str:
         return f"{host}/{uuid}"
 
+    def _styled(self, key: str, row: _Row) -> list[Text]:
+        state, stale = row.look
+        out: list[Text] = []
+        for c in self._columns:
+            text = row.cells[COLUMN_INDEX[c.key]]
+            if c.key == "mark":
+                out.append(KeyedText(text, key))
+                continue
+            cell = Text(text, justify="right" if c.numeric else "left")
+            if c.key == "state":
+                cell.stylize(STATE_STYLE.get(state, ""))
+            if stale:
+                cell.stylize("dim")
+            out.append(cell)
+        return out
+
+    def _show(self, key: str, row: _Row) -> None:
+        self.add_row(*self._styled(key, row), key=key)
+        row.shown = True
+
+    def _hide(self, key: str, row: _Row) -> None:
+        self.remove_row(key)
+        row.shown = False
+
+    def _rebuild(self) -> None:
+        """Columns changed (a second host appeared): lay the table out again."""
+        cursor = self._key_at_cursor()
+        self.clear(columns=True)
+        self._add_columns()
+        for key, row in self._rows.items():
+            row.shown = False
+            if self._matches(key, row):
+                self._show(key, row)
+        self._resort(keep=cursor)
+
+    # --- data -----------------------------------------------------------------
+
+    def _matches(self, key: str, row: _Row) -> bool:
+        return matches(self._query, row.host, row.sample, self.tags.get(key, ()))
+
+    def _stale_s(self, host: str, now: float) -> float | None:
+        age = now - self._hosts.get(host, now)
+        return age if age > self.stale_after_s or host in self._flagged else None
+
+    def _cells(self, key: str, host: str, d: DomainSample, now: float) -> Cells:
+        spark: Sequence[float] = ()
+        if self.history is not None and d.state.is_active:
+            spark = self.history.sparkline(host, d.uuid, "cpu_pct", SPARK_WIDTH)
+        return row_cells(
+            host,
+            d,
+            now,
+            spark=spark,
+            marked=key in self.marked,
+            activity=self._activity.get(key),
+            stale_s=self._stale_s(host, now),
+        )
+
+    def _update(self, key: str, row: _Row, old: Cells, old_look: tuple[DomainState, bool]) -> int:
+        """Write the cells of a shown row whose text (or look) changed."""
+        restyle = old_look != row.look
+        styled: list[Text] | None = None
+        n = 0
+        for i, c in enumerate(self._columns):
+            idx = COLUMN_INDEX[c.key]
+            if restyle or old[idx] != row.cells[idx]:
+                if styled is None:
+                    styled = self._styled(key, row)
+                # grow the column only when the new text is wider than the old
+                wider = len(row.cells[idx]) > len(old[idx])
+                self.update_cell(key, c.key, styled[i], update_width=wider)
+                n += 1
+        return n
+
     def apply(self, snap: Snapshot) -> ApplyStats:
-        """Make the table show `snap`'s VMs of `snap.host`: add, remove, update changed cells."""
+        """Show `snap`'s VMs of `snap.host`: add, remove, update changed cells."""
         now = self._clock()
-        prefix = f"{snap.host}/"
-        wanted: dict[str, DomainSample] = {self.row_key(snap.host, d.uuid): d for d in snap.domains}
-        removed = 0
-        for key in [k for k in self._shown if k.startswith(prefix) and k not in wanted]:
-            self.remove_row(key)
-            del self._shown[key]
-            del self._states[key]
-            removed += 1
-        added = updated = 0
+        host = snap.host
+        self._hosts[host] = snap.taken_at
+        if getattr(snap, "stale", False):
+            self._flagged.add(host)
+        else:
+            self._flagged.discard(host)
+        if len(self._hosts) > 1 and not any(c.key == "host" for c in self._columns):
+            self._columns = visible_columns(multi_host=True)
+            self._rebuild()
+        cursor = self._key_at_cursor()
+        stale = self._stale_s(host, now) is not None
+        prefix = f"{host}/"
+        wanted = {self.row_key(host, d.uuid): d for d in snap.domains}
+        removed = added = updated = 0
+        sort_dirty = False
+        sort_idx = COLUMN_INDEX[self.sort_column]
+        for key in [k for k in self._rows if k.startswith(prefix) and k not in wanted]:
+            row = self._rows.pop(key)
+            if row.shown:
+                self.remove_row(key)
+                removed += 1
+            self.marked.discard(key)
+            self._activity.pop(key, None)
         for key, d in wanted.items():
-            cells = row_cells(d, now)
-            old = self._shown.get(key)
-            if old is None:
-                self.add_row(*_styled(cells, d.state), key=key)
+            cells = self._cells(key, host, d, now)
+            look = (d.state, stale)
+            existing = self._rows.get(key)
+            if existing is None:
+                row = self._rows[key] = _Row(host, d, cells, look, shown=False)
+                if self._matches(key, row):
+                    self._show(key, row)
+                    added += 1
+                    sort_dirty = True
+                continue
+            row = existing
+            old, old_look = row.cells, row.look
+            row.sample, row.cells, row.look = d, cells, look
+            keep = self._matches(key, row)
+            if keep and not row.shown:
+                self._show(key, row)
                 added += 1
-            elif old != cells or self._states[key] is not d.state:
-                styled = _styled(cells, d.state)
-                for i, (col, _label) in enumerate(COLUMNS):
-                    if old[i] != cells[i] or (i == 1 and self._states[key] is not d.state):
-                        # grow the column only when the new text is wider than the old
-                        wider = len(cells[i]) > len(old[i])
-                        self.update_cell(key, col, styled[i], update_width=wider)
-                        updated += 1
-            self._shown[key] = cells
-            self._states[key] = d.state
-        return ApplyStats(added, removed, updated)
+                sort_dirty = True
+            elif row.shown and not keep:
+                self._hide(key, row)
+                removed += 1
+            elif row.shown and (old != cells or old_look != look):
+                updated += self._update(key, row, old, old_look)
+                sort_dirty = sort_dirty or old[sort_idx] != cells[sort_idx]
+        if sort_dirty:
+            self._resort(keep=cursor)
+        return ApplyStats(added, removed, updated, sort_dirty)
+
+    def refresh_ages(self) -> int:
+        """Re-evaluate staleness (call about once a second); returns cells updated."""
+        now = self._clock()
+        n = 0
+        for key, row in self._rows.items():
+            stale_s = self._stale_s(row.host, now)
+            if stale_s is None and not row.look[1]:
+                continue
+            old, old_look = row.cells, row.look
+            row.cells = self._cells(key, row.host, row.sample, now)
+            row.look = (row.sample.state, stale_s is not None)
+            if row.shown and (old != row.cells or old_look != row.look):
+                n += self._update(key, row, old, old_look)
+        return n
+
+    def _refresh_row(self, key: str) -> None:
+        row = self._rows.get(key)
+        if row is None:
+            return
+        old = row.cells
+        row.cells = self._cells(key, row.host, row.sample, self._clock())
+        if row.shown and old != row.cells:
+            self._update(key, row, old, row.look)
+
+    # --- filter, sort, marks, activity ------------------------------------------
+
+    def set_filter(self, text: str) -> None:
+        """Show only the VMs `text` matches (see `rows.Query`); "" shows all."""
+        self.filter_text = text
+        self._query = parse_query(text)
+        cursor = self._key_at_cursor()
+        for key, row in self._rows.items():
+            keep = self._matches(key, row)
+            if keep and not row.shown:
+                self._show(key, row)
+            elif row.shown and not keep:
+                self._hide(key, row)
+        self._resort(keep=cursor)
+
+    def sort_by(self, column: str, *, reverse: bool | None = None) -> None:
+        """Sort by `column`; choosing the current column again flips the order."""
+        if column not in SORTABLE:
+            raise ValueError(f"cannot sort by {column!r}; one of {', '.join(SORTABLE)}")
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column, self.sort_reverse = column, reverse
+        self._relabel()
+        self._resort(keep=self._key_at_cursor())
+        self.post_message(self.SortChanged(column, reverse))
+
+    def _resort(self, *, keep: str | None) -> None:
+        col = self.sort_column
+        rows = self._rows
+
+        def key_of(cell: Text) -> object:
+            assert isinstance(cell, KeyedText)
+            row = rows[cell.row_key]
+            return sort_value(col, row.host, row.sample)
+
+        if self.row_count:
+            self.sort("mark", key=key_of, reverse=self.sort_reverse)
+        if keep is not None and keep in rows and rows[keep].shown:
+            index = self.get_row_index(keep)
+            if index != self.cursor_row:
+                self.move_cursor(row=index, animate=False, scroll=False)
+
+    def _key_at_cursor(self) -> str | None:
+        if not self.row_count or not self.is_valid_row_index(self.cursor_row):
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return key
+
+    def set_activity(self, host: str, uuid: str, text: str | None) -> None:
+        """Show an action's progress in the VM's state cell (None clears it)."""
+        key = self.row_key(host, uuid)
+        if text is None:
+            self._activity.pop(key, None)
+        else:
+            self._activity[key] = text
+        self._refresh_row(key)
+
+    def activity(self, host: str, uuid: str) -> str | None:
+        return self._activity.get(self.row_key(host, uuid))
+
+    def toggle_mark(self, key: str) -> None:
+        if key in self.marked:
+            self.marked.discard(key)
+        elif key in self._rows:
+            self.marked.add(key)
+        self._refresh_row(key)
+
+    def clear_marks(self) -> None:
+        for key in list(self.marked):
+            self.marked.discard(key)
+            self._refresh_row(key)
+
+    def set_tags(self, tags: Mapping[str, Sequence[str]]) -> None:
+        self.tags = tags
+        self.set_filter(self.filter_text)
+
+    # --- what is selected ---------------------------------------------------------
+
+    def ref(self, key: str) -> VmRef | None:
+        row = self._rows.get(key)
+        return None if row is None else VmRef(row.host, row.sample.uuid, row.sample.name)
+
+    def selected(self) -> VmRef | None:
+        key = self._key_at_cursor()
+        return None if key is None else self.ref(key)
+
+    def targets(self) -> list[VmRef]:
+        """Marked VMs (in table order), else the one under the cursor."""
+        if self.marked:
+            refs = [self.ref(k) for k in self.marked]
+            ordered = sorted((r for r in refs if r is not None), key=lambda r: r.name)
+            return ordered
+        sel = self.selected()
+        return [] if sel is None else [sel]
+
+    def sample(self, host: str, uuid: str) -> DomainSample | None:
+        row = self._rows.get(self.row_key(host, uuid))
+        return None if row is None else row.sample
 
     def shown(self) -> dict[str, Cells]:
-        """What each row shows now, by row key (for tests and the headless view)."""
-        return dict(self._shown)
+        """What each shown row says, by row key (tests and headless views)."""
+        return {k: r.cells for k, r in self._rows.items() if r.shown}
 
-    def on_machine_table_snapshot_arrived(self, message: SnapshotArrived) -> None:
-        self.apply(message.snapshot)
+    def shown_order(self) -> list[str]:
+        """Row keys in display order."""
+        return [row.key.value or "" for row in self.ordered_rows]
+
+    def total(self) -> int:
+        return len(self._rows)
+
+    # --- input ----------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False hides the key from the footer and makes it do nothing
+        return not (action == "vm" and self.read_only)
+
+    def action_vm(self, action: str) -> None:
+        targets = self.targets()
+        if targets:
+            self.post_message(self.ActionRequested(VmAction(action), targets))
+
+    def action_toggle_mark(self) -> None:
+        key = self._key_at_cursor()
+        if key is not None:
+            self.toggle_mark(key)
+            if self.cursor_row < self.row_count - 1:
+                self.move_cursor(row=self.cursor_row + 1)
+
+    def action_next_sort(self) -> None:
+        keys = [c.key for c in self._columns if c.key in SORTABLE]
+        i = keys.index(self.sort_column) if self.sort_column in keys else -1
+        self.sort_by(keys[(i + 1) % len(keys)], reverse=self.sort_reverse)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column, reverse=not self.sort_reverse)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        key = event.column_key.value
+        if key in SORTABLE:
+            self.sort_by(key)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        ref = self.ref(event.row_key.value or "")
+        if ref is not None:
+            self.post_message(self.Opened(ref))

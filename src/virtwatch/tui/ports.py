@@ -1,0 +1,77 @@
+"""What the dashboard calls on the rest of virtwatch, as small Protocols.
+
+The composition root (cli.py) binds them to the real objects (actions, task runner,
+store queries); tests bind them to recorders. Results never come back through
+these calls: they arrive on the hub (TaskUpdate, AuditRecord, ErrorReport).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from virtwatch.core.records import AuditRecord, DomainEvent
+
+
+class VmAction(enum.StrEnum):
+    """The lifecycle actions, named as the audit log names them."""
+
+    START = "start"
+    SHUTDOWN = "shutdown"
+    FORCE_OFF = "force_off"
+    REBOOT = "reboot"
+    PAUSE = "pause"
+    RESUME = "resume"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+    @property
+    def destructive(self) -> bool:
+        """Interrupts what the guest is doing: asks for a confirmation."""
+        return self in (VmAction.SHUTDOWN, VmAction.FORCE_OFF, VmAction.REBOOT, VmAction.PAUSE)
+
+
+@dataclass(frozen=True, slots=True)
+class VmRef:
+    """A VM as the UI names it to the core."""
+
+    host: str
+    uuid: str
+    name: str
+
+
+class ActionSink(Protocol):
+    """Starts lifecycle actions in the background; progress arrives on the hub."""
+
+    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None: ...
+
+
+class TaskControl(Protocol):
+    """Cancels a background task by its id (TaskUpdate.task_id)."""
+
+    def cancel(self, task_id: str) -> bool: ...
+
+
+class SeriesSource(Protocol):
+    """Stored history for ranges the in-memory rings do not cover: points
+    (epoch seconds, value) at a resolution fit for the range."""
+
+    async def series(
+        self, host: str, vm_uuid: str, metric: str, since: float, until: float
+    ) -> Sequence[tuple[float, float]]: ...
+
+
+class TimelineSource(Protocol):
+    """Stored events and audit rows of one VM in a window (for the detail screen)."""
+
+    async def vm_events(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[DomainEvent]: ...
+
+    async def vm_audit(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[AuditRecord]: ...

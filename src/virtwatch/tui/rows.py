@@ -1,0 +1,191 @@
+"""What each Machines row says, how rows sort, and which rows a filter keeps. Pure.
+
+A row's cells are plain strings, so "did anything change" is one tuple comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from virtwatch.core.history import io_rate
+from virtwatch.core.model import DomainSample, DomainState
+from virtwatch.tui.format import (
+    UNKNOWN,
+    fmt_duration,
+    fmt_mem,
+    fmt_pair,
+    fmt_pct,
+    fmt_rate,
+    sparkline,
+)
+
+SPARK_WIDTH = 8
+
+# I/O measurements the collector may provide (issue #4); a column shows once they exist
+_FIELDS = {f.name for f in dataclasses.fields(DomainSample)}
+HAS_DISK = "disk" in _FIELDS
+HAS_NET = "net" in _FIELDS
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    numeric: bool = False
+
+
+ALL_COLUMNS: tuple[Column, ...] = (
+    Column("mark", " "),
+    Column("host", "Host"),
+    Column("name", "Name"),
+    Column("state", "State"),
+    Column("vcpus", "vCPU", numeric=True),
+    Column("cpu", "CPU %", numeric=True),
+    Column("mem", "Memory used / alloc", numeric=True),
+    Column("disk", "Disk read / write", numeric=True),
+    Column("net", "Net rx / tx", numeric=True),
+    Column("uptime", "Uptime / reason"),
+)
+COLUMN_INDEX = {c.key: i for i, c in enumerate(ALL_COLUMNS)}
+SORTABLE = tuple(c.key for c in ALL_COLUMNS if c.key != "mark")
+
+
+def visible_columns(*, multi_host: bool) -> tuple[Column, ...]:
+    """The columns to show: Host only for several hosts, rates once collected."""
+    out = []
+    for c in ALL_COLUMNS:
+        if c.key == "host" and not multi_host:
+            continue
+        if (c.key == "disk" and not HAS_DISK) or (c.key == "net" and not HAS_NET):
+            continue
+        out.append(c)
+    return tuple(out)
+
+
+Cells = tuple[str, ...]  # one string per ALL_COLUMNS entry
+
+
+def _rate(d: DomainSample, name: str) -> float | None:
+    group, _, field = name.partition("_")
+    return io_rate(d, group, field)
+
+
+def uptime_text(d: DomainSample, now: float) -> str:
+    if d.state is DomainState.RUNNING:
+        if d.started_at is None:
+            return "running (uptime unknown)"
+        return f"up {fmt_duration(now - d.started_at)}"
+    return d.state_text
+
+
+def state_text(d: DomainSample, *, activity: str | None, stale_s: float | None) -> str:
+    """The state label, then an action in progress, then how old a stale value is."""
+    text = d.state.label
+    if activity:
+        text += f" {activity}"
+    if stale_s is not None:
+        text += f" · {fmt_duration(stale_s)} old"
+    return text
+
+
+def row_cells(
+    host: str,
+    d: DomainSample,
+    now: float,
+    *,
+    spark: Sequence[float] = (),
+    marked: bool = False,
+    activity: str | None = None,
+    stale_s: float | None = None,
+) -> Cells:
+    """The plain text of every cell of a VM's row."""
+    cpu = fmt_pct(d.cpu_pct)
+    if d.state.is_active:
+        cpu = f"{cpu} {sparkline(list(spark), SPARK_WIDTH, top=100.0)}"
+    return (
+        "●" if marked else " ",
+        host,
+        d.name,
+        state_text(d, activity=activity, stale_s=stale_s),
+        UNKNOWN if d.vcpus is None else str(d.vcpus),
+        cpu,
+        fmt_mem(d.mem_used_kib, d.mem_alloc_kib),
+        fmt_pair(fmt_rate(_rate(d, "disk_rd_bps")), fmt_rate(_rate(d, "disk_wr_bps"))),
+        fmt_pair(fmt_rate(_rate(d, "net_rx_bps")), fmt_rate(_rate(d, "net_tx_bps"))),
+        uptime_text(d, now),
+    )
+
+
+SortValue = tuple[int, float, str]
+
+
+def _num(value: float | int | None) -> SortValue:
+    # unknown values sort before every known one
+    return (0, 0.0, "") if value is None else (1, float(value), "")
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
+
+
+_SORT: dict[str, Callable[[str, DomainSample], SortValue]] = {
+    "host": lambda h, d: (1, 0.0, h.lower()),
+    "name": lambda h, d: (1, 0.0, d.name.lower()),
+    "state": lambda h, d: (1, float(d.state), d.state_text),
+    "vcpus": lambda h, d: _num(d.vcpus),
+    "cpu": lambda h, d: _num(d.cpu_pct),
+    "mem": lambda h, d: _num(d.mem_used_kib),
+    "disk": lambda h, d: _num(_sum(_rate(d, "disk_rd_bps"), _rate(d, "disk_wr_bps"))),
+    "net": lambda h, d: _num(_sum(_rate(d, "net_rx_bps"), _rate(d, "net_tx_bps"))),
+    "uptime": lambda h, d: _num(None if d.started_at is None else -d.started_at),
+}
+
+
+def sort_value(column: str, host: str, d: DomainSample) -> tuple[SortValue, str, str]:
+    """A total order for `column`; name and uuid break ties so the order is stable."""
+    return (_SORT[column](host, d), d.name.lower(), d.uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A parsed filter: bare words match name, host, state or tag; `key:value`
+    words (name:, host:, state:, tag:) match only that field. All words must match."""
+
+    words: tuple[tuple[str, str], ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.words
+
+
+_FIELDS_OF_QUERY = ("name", "host", "state", "tag")
+
+
+def parse_query(text: str) -> Query:
+    words: list[tuple[str, str]] = []
+    for raw in text.lower().split():
+        field, sep, value = raw.partition(":")
+        if sep and field in _FIELDS_OF_QUERY:
+            if value:
+                words.append((field, value))
+        else:
+            words.append(("", raw))
+    return Query(tuple(words))
+
+
+def matches(q: Query, host: str, d: DomainSample, tags: Sequence[str] = ()) -> bool:
+    if q.empty:
+        return True
+    fields = {
+        "name": (d.name.lower(),),
+        "host": (host.lower(),),
+        "state": (d.state.label, d.state_text.lower()),
+        "tag": tuple(t.lower() for t in tags),
+    }
+    for field, value in q.words:
+        pool = fields[field] if field else tuple(v for vs in fields.values() for v in vs)
+        if not any(value in v for v in pool):
+            return False
+    return True
