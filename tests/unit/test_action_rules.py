@@ -55,11 +55,11 @@ def test_every_action_from_every_state(action: Action, state: DomainState) -> No
 @pytest.mark.parametrize(
     ("action", "state", "words"),
     [
-        (Action.START, R, "web-01 is already running (running); nothing to start"),
-        (Action.PAUSE, P, "web-01 is already paused (paused); nothing to pause"),
-        (Action.RESUME, R, "web-01 is already running (running); nothing to resume"),
-        (Action.SHUTDOWN, OFF, "web-01 is already shut off (shut off); nothing to shut down"),
-        (Action.FORCE_OFF, OFF, "web-01 is already shut off (shut off); nothing to force off"),
+        (Action.START, R, "web-01 is already running; nothing to start"),
+        (Action.PAUSE, P, "web-01 is already paused; nothing to pause"),
+        (Action.RESUME, R, "web-01 is already running; nothing to resume"),
+        (Action.SHUTDOWN, OFF, "web-01 is already shut off; nothing to shut down"),
+        (Action.FORCE_OFF, OFF, "web-01 is already shut off; nothing to force off"),
     ],
 )
 def test_already_in_the_target_state(action: Action, state: DomainState, words: str) -> None:
@@ -67,6 +67,12 @@ def test_already_in_the_target_state(action: Action, state: DomainState, words: 
     assert err is not None
     assert err.message == words
     assert "nothing was done" in err.hint
+
+
+def test_already_names_the_reason_when_there_is_one() -> None:
+    err = refusal(Action.START, int(R), 1, "web-01")
+    assert err is not None
+    assert err.message == "web-01 is already running (running: booted); nothing to start"
 
 
 def test_refusals_say_what_to_do_instead() -> None:

@@ -26,6 +26,7 @@ from virtwatch.core.identity import Actor, current_actor
 from virtwatch.core.model import DomainState
 from virtwatch.core.records import AuditRecord, Outcome
 from virtwatch.core.states import decode_state
+from virtwatch.core.tasks import TaskHandle, TaskRunner
 
 
 class Action(enum.StrEnum):
@@ -66,6 +67,8 @@ class ActionTimeouts:
 
 
 DEFAULT_TIMEOUTS = ActionTimeouts()
+ACTION_POLICY = "action"  # TaskRunner policy: retries only transient errors, not timeouts
+ATTEMPT_MARGIN_S = 30.0  # on top of the action's own wait: lookup, the call, the audit
 
 _RUNNING = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
 _SHUTOFF = frozenset({DomainState.SHUTOFF})
@@ -122,9 +125,10 @@ def refusal(action: Action, state: int, reason: int, name: str) -> AppError | No
         return None
     ctx = {"vm": name, "state": text, "action": action.value}
     if st in rule.already:
+        extra = f" ({text})" if text != rule.target_words else ""
         return AppError(
             ErrorCode.MACHINE_INVALID_STATE,
-            f"{name} is already {rule.target_words} ({text}); nothing to {rule.verb}",
+            f"{name} is already {rule.target_words}{extra}; nothing to {rule.verb}",
             "nothing was done: the VM is already in the requested state",
             Severity.WARNING,
             ctx,
@@ -281,7 +285,7 @@ async def _reboot(
     """Ask for a graceful reboot; verified by libvirt's reboot event for this VM and the
     VM running afterwards. The test driver reboots at once and emits no such event."""
     wait_s = timeouts.wait_for(Action.REBOOT)
-    test_driver = await asyncio.to_thread(conn.getType) == "Test"
+    test_driver = (await asyncio.to_thread(conn.getType)).upper() == "TEST"
     before = await asyncio.to_thread(_observe, dom)
     seen = threading.Event()
     cid: int | None = None
@@ -406,4 +410,33 @@ async def perform(
         Severity.WARNING if verdict.outcome is Outcome.IGNORED else Severity.ERROR,
         {"vm": vm_name, "action": action.value, "outcome": verdict.outcome.value},
         record=rec,
+    )
+
+
+def submit_action(
+    runner: TaskRunner,
+    source: ConnectionSource,
+    action: Action,
+    vm_name: str,
+    *,
+    host: str,
+    publish: Callable[[object], None],
+    actor: Actor | None = None,
+    timeouts: ActionTimeouts = DEFAULT_TIMEOUTS,
+) -> TaskHandle[AuditRecord]:
+    """Run `perform` as a background task named "shutdown web-01" (kind
+    "action.shutdown"). Only transient errors are retried (a lost connection); a refusal
+    or an unverified outcome fails the task at once. Every attempt leaves its audit row."""
+    who = actor or current_actor()  # the same actor for every attempt
+    policy = ACTION_POLICY if ACTION_POLICY in runner.policies else "default"
+    return runner.submit(
+        f"{action.cli_name} {vm_name}",
+        f"action.{action.value}",
+        lambda: perform(
+            source, action, vm_name, host=host, publish=publish, actor=who, timeouts=timeouts
+        ),
+        policy=policy,
+        attempt_timeout_s=timeouts.wait_for(action) + ATTEMPT_MARGIN_S,
+        host=host,
+        vm_name=vm_name,
     )

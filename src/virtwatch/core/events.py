@@ -272,6 +272,9 @@ class DomainEventStream:
         self._loop = asyncio.get_running_loop()
         self._state = StreamState.OPEN
         self._source.add_open_listener(self._on_open)
+        add_close_listener = getattr(self._source, "add_close_listener", None)
+        if add_close_listener is not None:  # a pool's dedicated connection tells us first
+            add_close_listener(self._on_close)
         await self._check()  # registers on an already-open connection, or opens one
         self._watch = asyncio.create_task(self._watch_loop(), name=f"events:{self.host}")
         return self
@@ -321,6 +324,14 @@ class DomainEventStream:
         except libvirt.libvirtError as err:
             error = from_libvirt(err, uri=self._source.uri, what="registering event callbacks")
             self._report_threadsafe(error)
+
+    def _on_close(self, conn: libvirt.virConnect) -> None:
+        """The source is about to close `conn` on purpose: leave nothing registered on it."""
+        with self._lock:
+            mine = [r for r in self._regs if r.conn is conn]
+            self._regs = [r for r in self._regs if r.conn is not conn]
+            for reg in mine:
+                self._deregister(reg)
 
     def _has(self, conn: libvirt.virConnect) -> bool:
         return any(r.conn is conn for r in self._regs)
