@@ -224,6 +224,7 @@ class TaskHandle(Generic[T]):
         self._last = first
         self._outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
+        self._attempts = 0  # attempts started
 
     def __repr__(self) -> str:
         return f"<TaskHandle {self.id} {self.kind} {self._last.state}>"
@@ -452,7 +453,8 @@ class TaskRunner:
 
     async def _attempt(self, h: TaskHandle[T]) -> T:
         async with self._slots:
-            n = h.last.attempt + 1
+            h._attempts += 1
+            n = h._attempts
             started = h.last.started_at if h.last.started_at is not None else self._clock()
             self._set(h, TaskState.RUNNING, attempt=n, started_at=started)
             limit = asyncio.timeout(h.attempt_timeout_s)
