@@ -719,6 +719,8 @@ class LibvirtPool:
                 fut.set_result(entry)
                 return
         self._idle.append(entry)
+        if self._shared_size() > self._shared_min():
+            self._wake.set()  # upkeep plans when to reap this extra
 
     def _slot_freed(self) -> None:
         """Capacity came back: offer it to waiters, and let upkeep top up to min_size."""
@@ -741,7 +743,7 @@ class LibvirtPool:
             ErrorCode.RESOURCE_EXHAUSTED,
             f"no connection to {redact_uri(self._uri)} came free within {limit:g} s "
             f"(pool: {s.size}/{s.max_size} open, {s.in_use} in use, {s.idle} idle, "
-            f"{s.dedicated} dedicated, {s.waiters} waiting; host {self._link_state()})",
+            f"{s.dedicated} dedicated, {s.waiters} more waiting; host {self._link_state()})",
             "calls on this host are slow or stuck (a hung QEMU holds its VM's job lock); "
             "check `virsh -c URI list`, or raise [pool] max_size / acquire_timeout",
             Severity.ERROR,
@@ -947,17 +949,19 @@ class LibvirtPool:
         )
 
     def _settle_outage(self) -> None:
-        """End an outage once every wanted connection is back (no open needed to prove it:
-        the lost one may have been an extra that is not replaced)."""
+        """End an outage once every wanted connection is back and no retry is pending
+        (no open needed to prove it: what failed may have been an extra, not replaced)."""
         o = self._outage
         if o is None or self._state is not SourceState.OPEN or self._waiters:
+            return
+        if self._in_backoff():
             return
         every = [*self._idle, *self._in_use.values(), *self._checking]
         if any(e.dead for e in every) or (not every and self._shared_min() > 0):
             return
         if len(every) < self._shared_min():
             return
-        if any(d.opens and not d.live for d in self._dedicated.values()):
+        if any(d.wanted and not d.live for d in self._dedicated.values()):
             return
         if self._live() == 0:
             return
@@ -1051,8 +1055,8 @@ class LibvirtPool:
                     min(max(e.last_used, e.last_checked) for e in self._idle) + s.health_interval_s,
                 )
             o = self._outage
-            if o is not None and (self._shared_size() < self._shared_min() or self._waiters):
-                wake_at = min(wake_at, o.next_retry)
+            if o is not None and o.next_retry > time.monotonic():
+                wake_at = min(wake_at, o.next_retry)  # retry, or end a settled outage
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, wake_at - time.monotonic())):
                     await self._wake.wait()
@@ -1214,6 +1218,7 @@ class DedicatedConnection:
         self._idle.set()
         self.users = 0
         self.opens = 0
+        self.wanted = False  # used at least once: the pool keeps it open from then on
         self.opened_at: float | None = None
 
     @property
@@ -1257,6 +1262,7 @@ class DedicatedConnection:
 
     async def _ensure(self) -> _Entry:
         self._check_usable()
+        self.wanted = True
         entry = self._entry
         if entry is not None and not entry.dead:
             return entry
