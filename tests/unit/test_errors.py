@@ -22,7 +22,12 @@ from virtwatch.core.errors import (
     is_transient,
 )
 from virtwatch.core.hub import Hub
-from virtwatch.core.reporter import ErrorReporter, ReporterState
+from virtwatch.core.reporter import (
+    ErrorReporter,
+    ReporterSettings,
+    ReporterState,
+    reporter_settings,
+)
 from virtwatch.core.reports import ErrorReport, fingerprint, normalise_message
 
 SECRET = "hunter2"
@@ -411,3 +416,13 @@ async def test_the_ticker_delivers_updates_on_a_real_hub() -> None:
 def test_reporter_rejects_nonsense_settings() -> None:
     with pytest.raises(ValueError, match="window_s"):
         ErrorReporter(lambda _: None, window_s=0)
+
+
+def test_reporter_settings_from_config() -> None:
+    assert reporter_settings({}) == ReporterSettings()
+    s = reporter_settings({"window_s": 60, "update_interval_s": 2.5, "max_incidents": 50})
+    assert (s.window_s, s.update_interval_s, s.max_incidents) == (60.0, 2.5, 50)
+    with pytest.raises(ConfigError, match=r"'errors\.window'"):
+        reporter_settings({"window": 60})
+    with pytest.raises(ConfigError, match=r"'errors\.max_incidents'"):
+        reporter_settings({"max_incidents": 0})

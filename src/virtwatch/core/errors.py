@@ -7,7 +7,6 @@ pure function; `from_libvirt` and `as_app_error` build AppErrors from exceptions
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import re
 from collections.abc import Mapping
@@ -510,8 +509,3 @@ def as_app_error(
         ctx,
         cause=exc,
     )
-
-
-def replace_error(err: AppError, **changes: Any) -> AppError:
-    """A copy of `err` with some fields changed (AppError is immutable)."""
-    return dataclasses.replace(err, **changes)

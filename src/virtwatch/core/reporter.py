@@ -11,16 +11,51 @@ import collections
 import contextlib
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from virtwatch.core.config import config_error, get_typed
 from virtwatch.core.errors import AppError, as_app_error
 from virtwatch.core.reports import ErrorReport, fingerprint
 
 DEFAULT_WINDOW_S = 300.0  # an outage that repeats at least this often stays one incident
 DEFAULT_UPDATE_INTERVAL_S = 1.0
 DEFAULT_MAX_INCIDENTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterSettings:
+    """The `[errors]` config section."""
+
+    window_s: float = DEFAULT_WINDOW_S
+    update_interval_s: float = DEFAULT_UPDATE_INTERVAL_S
+    max_incidents: int = DEFAULT_MAX_INCIDENTS
+
+
+def reporter_settings(section: Mapping[str, Any], *, path: Path | None = None) -> ReporterSettings:
+    """Parse `[errors]`: window_s (quiet seconds that end an incident), update_interval_s
+    (at most one update per incident this often), max_incidents (open ones kept)."""
+    known = {"window_s", "update_interval_s", "max_incidents"}
+    for key in section:
+        if key not in known:
+            raise config_error(f"errors.{key}", f"unknown key; known: {sorted(known)}", path)
+    return ReporterSettings(
+        get_typed(section, "window_s", DEFAULT_WINDOW_S, prefix="errors", minimum=1, path=path),
+        get_typed(
+            section,
+            "update_interval_s",
+            DEFAULT_UPDATE_INTERVAL_S,
+            prefix="errors",
+            minimum=0.1,
+            path=path,
+        ),
+        get_typed(
+            section, "max_incidents", DEFAULT_MAX_INCIDENTS, prefix="errors", minimum=1, path=path
+        ),
+    )
 
 
 class ReporterState(enum.StrEnum):
