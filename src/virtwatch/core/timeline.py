@@ -17,10 +17,12 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.records import (
     AuditRecord,
+    ConnectionState,
     DomainEvent,
     EventKind,
     HealthAlert,
     HealthState,
+    HostConnection,
     Outcome,
 )
 from virtwatch.core.reports import ErrorReport
@@ -136,22 +138,54 @@ def entry_from_error(
     report: ErrorReport, *, key: str = "", vm_uuid: str | None = None
 ) -> TimelineEntry:
     err = report.error
-    count = f" x{report.count}" if report.count > 1 else ""
-    detail = {"code": err.code.value, "count": str(report.count)}
-    if err.hint:
-        detail["hint"] = err.hint
-    detail.update({f"context.{k}": v for k, v in err.context.items()})
     first = report.first_at if report.first_at is not None else report.at
-    return TimelineEntry(
-        at=first,
-        kind=EntryKind.ERROR,
+    return error_entry(
+        code=err.code.value,
         severity=err.severity,
-        title=f"{err.code.value}{count}: {err.message}",
+        message=err.message,
+        hint=err.hint,
+        context=err.context,
         host=report.host,
-        vm_uuid=vm_uuid,
         vm_name=report.vm,
+        count=report.count,
+        first_at=first,
+        last_at=report.at,
         key=key,
-        until=report.at if report.at != first else None,
+        vm_uuid=vm_uuid,
+    )
+
+
+def error_entry(
+    *,
+    code: str,
+    severity: Severity,
+    message: str,
+    hint: str,
+    context: Mapping[str, str],
+    host: str | None,
+    vm_name: str | None,
+    count: int,
+    first_at: float,
+    last_at: float,
+    key: str = "",
+    vm_uuid: str | None = None,
+) -> TimelineEntry:
+    """An error-log incident: placed at its first sighting, spanning to its last."""
+    times = f" x{count}" if count > 1 else ""
+    detail = {"code": code, "count": str(count)}
+    if hint:
+        detail["hint"] = hint
+    detail.update({f"context.{k}": str(v) for k, v in context.items()})
+    return TimelineEntry(
+        at=first_at,
+        kind=EntryKind.ERROR,
+        severity=severity,
+        title=f"{code}{times}: {message}",
+        host=host,
+        vm_uuid=vm_uuid,
+        vm_name=vm_name,
+        key=key,
+        until=last_at if last_at != first_at else None,
         detail=detail,
     )
 
@@ -218,6 +252,33 @@ def entry_from_audit(rec: AuditRecord, *, key: str = "") -> TimelineEntry:
         vm_name=rec.vm_name or None,
         key=key,
         until=rec.started_at + rec.duration_s,
+        detail=detail,
+    )
+
+
+_CONNECTION_SEVERITY = {
+    ConnectionState.CONNECTING: Severity.INFO,
+    ConnectionState.CONNECTED: Severity.INFO,
+    ConnectionState.DEGRADED: Severity.WARNING,
+    ConnectionState.RECONNECTING: Severity.WARNING,
+    ConnectionState.DOWN: Severity.ERROR,
+    ConnectionState.CLOSED: Severity.INFO,
+}
+
+
+def entry_from_connection(conn: HostConnection, *, key: str = "") -> TimelineEntry:
+    """A host's connection changed state (its pool saw libvirtd go or come back)."""
+    title = f"connection to {conn.host}: {conn.state.value}"
+    if conn.message:
+        title += f" ({conn.message})"
+    detail = {"event_kind": "connection", "state": conn.state.value, "uri": conn.uri}
+    return TimelineEntry(
+        at=conn.at,
+        kind=EntryKind.EVENT,
+        severity=_CONNECTION_SEVERITY.get(conn.state, Severity.INFO),
+        title=title,
+        host=conn.host,
+        key=key,
         detail=detail,
     )
 
@@ -484,7 +545,9 @@ def _words(e: TimelineEntry) -> str:
 
 
 def _io_error_hint(e: TimelineEntry, ix: _Index, disks: Mapping[str, Sequence[str]]) -> str:
-    if not (e.detail.get("event_kind") == EventKind.IO_ERROR.value or "i/o error" in _words(e)):
+    if e.kind is not EntryKind.EVENT or not (
+        e.detail.get("event_kind") == EventKind.IO_ERROR.value or "i/o error" in _words(e)
+    ):
         return ""
     bad = ix.bad_checks_at(e.host, e.at, _is_disk)
     if bad:

@@ -1,0 +1,435 @@
+"""The store side of the timeline: a window's domain events (lifecycle, spikes, config
+changes), errors, health transitions, admin actions and connection changes as timeline
+entries — one time-indexed query per source — and `StoreRollupReader`, the port through
+which the spike watch reads the minute rollups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.sql import ColumnElement
+
+from virtwatch.core.errors import Severity
+from virtwatch.core.records import (
+    AuditRecord,
+    ConnectionState,
+    DomainEvent,
+    EventKind,
+    HealthAlert,
+    HealthState,
+    HostConnection,
+    Outcome,
+)
+from virtwatch.core.spikes import MinuteAggregate
+from virtwatch.core.spikewatch import EdgeKey, Series
+from virtwatch.core.timeline import (
+    CAUSE_LOOKBACK_S,
+    TimelineEntry,
+    TimelineFilter,
+    Window,
+    build_timeline,
+    entry_from_audit,
+    entry_from_connection,
+    entry_from_event,
+    entry_from_health,
+    error_entry,
+)
+from virtwatch.storage.models import (
+    Audit,
+    DomainEventRow,
+    ErrorLog,
+    HealthAlertRow,
+    HostConnectionRow,
+    Metric,
+    MetricMinute,
+    RollupState,
+)
+from virtwatch.storage.store import Store
+
+MAX_ROWS_PER_SOURCE = 50_000  # a flood beyond this marks the result truncated
+IDS_PER_QUERY = 500  # metric ids in one IN list
+
+
+def _ms(t: float) -> int:
+    return math.floor(t * 1000)
+
+
+def _severity(value: int) -> Severity:
+    try:
+        return Severity(value)
+    except ValueError:
+        return Severity.ERROR  # written by a newer virtwatch: err on the loud side
+
+
+def _state(value: int) -> HealthState:
+    try:
+        return HealthState(value)
+    except ValueError:
+        return HealthState.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineResult:
+    window: Window
+    filter: TimelineFilter
+    entries: tuple[TimelineEntry, ...]
+    truncated: bool  # some source had more than MAX_ROWS_PER_SOURCE rows in the window
+
+    def vms(self) -> list[tuple[str, str, str]]:
+        """(host, vm_uuid, vm_name) of every VM the entries mention, in first-seen order."""
+        seen: dict[tuple[str, str], str] = {}
+        for e in self.entries:
+            if e.vm_uuid and e.host is not None:
+                seen.setdefault((e.host, e.vm_uuid), e.vm_name or "")
+        return [(h, u, n) for (h, u), n in seen.items()]
+
+    def hosts(self) -> list[str]:
+        return sorted({e.host for e in self.entries if e.host is not None})
+
+
+class TimelineQueries:
+    """Read-only queries over an open Store (its reader engine)."""
+
+    def __init__(self, store: Store, *, max_rows: int = MAX_ROWS_PER_SOURCE) -> None:
+        self._store = store
+        self._max_rows = max_rows
+
+    async def _rows(self, q: Any) -> tuple[Sequence[Any], bool]:
+        async with self._store.reader.connect() as conn:
+            rows = (await conn.execute(q.limit(self._max_rows + 1))).all()
+        return rows[: self._max_rows], len(rows) > self._max_rows
+
+    async def timeline(
+        self,
+        window: Window,
+        flt: TimelineFilter | None = None,
+        *,
+        lookback_s: float = CAUSE_LOOKBACK_S,
+        disk_paths: Mapping[str, Sequence[str]] | None = None,
+    ) -> TimelineResult:
+        """Every entry of the window that passes `flt`, oldest first, with hints.
+
+        Rows from `lookback_s` before the window (and each health check's last state
+        before that) are read too, so a cause just before the window still hints."""
+        flt = flt or TimelineFilter()
+        lo, hi = _ms(window.since - lookback_s), _ms(window.until)
+        entries: list[TimelineEntry] = []
+        truncated = False
+        for fetch in (self._events, self._audit, self._alerts, self._connections):
+            got, cut = await fetch(lo, hi, flt)
+            entries += got
+            truncated |= cut
+        got, cut = await self._errors(lo, hi, flt)
+        entries += got
+        truncated |= cut
+        context = await self._health_before(lo, flt)
+        out = build_timeline(entries, window, flt, context=context, disk_paths=disk_paths)
+        return TimelineResult(window, flt, tuple(out), truncated)
+
+    # ---- one source each ---------------------------------------------------------------
+
+    @staticmethod
+    def _host_clause(col: Any, flt: TimelineFilter) -> list[ColumnElement[bool]]:
+        return [col.in_(sorted(flt.hosts))] if flt.hosts else []
+
+    @staticmethod
+    def _vm_clause(uuid_col: Any, name_col: Any, flt: TimelineFilter) -> list[ColumnElement[bool]]:
+        if not flt.vms:
+            return []
+        names = sorted(flt.vms)
+        return [or_(uuid_col.in_(names), name_col.in_(names))]
+
+    async def _events(
+        self, lo: int, hi: int, flt: TimelineFilter
+    ) -> tuple[list[TimelineEntry], bool]:
+        d = DomainEventRow
+        q = (
+            select(d.id, d.host, d.vm_uuid, d.vm_name, d.kind, d.summary, d.detail, d.at_ms)
+            .where(
+                d.at_ms >= lo,
+                d.at_ms < hi,
+                *self._host_clause(d.host, flt),
+                *self._vm_clause(d.vm_uuid, d.vm_name, flt),
+            )
+            .order_by(d.at_ms, d.id)
+        )
+        rows, cut = await self._rows(q)
+        out = []
+        for rid, host, uuid, name, kind, summary, detail, at_ms in rows:
+            try:
+                ek = EventKind(kind)
+            except ValueError:  # a kind from a newer virtwatch: keep it visible as an event
+                ek = EventKind.LIFECYCLE
+            ev = DomainEvent(host, uuid, name, ek, summary, at_ms / 1000, dict(detail or {}))
+            out.append(entry_from_event(ev, key=f"event:{rid}"))
+        return out, cut
+
+    async def _audit(
+        self, lo: int, hi: int, flt: TimelineFilter
+    ) -> tuple[list[TimelineEntry], bool]:
+        a = Audit
+        q = (
+            select(
+                a.id,
+                a.host,
+                a.vm_uuid,
+                a.vm_name,
+                a.action,
+                a.user,
+                a.client,
+                a.outcome,
+                a.started_at_ms,
+                a.duration_s,
+                a.message,
+                a.error_code,
+            )
+            .where(
+                a.started_at_ms >= lo,
+                a.started_at_ms < hi,
+                *self._host_clause(a.host, flt),
+                *self._vm_clause(a.vm_uuid, a.vm_name, flt),
+            )
+            .order_by(a.started_at_ms, a.id)
+        )
+        rows, cut = await self._rows(q)
+        out = []
+        for rid, host, uuid, name, action, user, client, outcome, at_ms, dur, msg, code in rows:
+            try:
+                oc = Outcome(outcome)
+            except ValueError:
+                oc = Outcome.FAILED
+            rec = AuditRecord(
+                host, uuid, name, action, user, client, oc, at_ms / 1000, dur, msg, code
+            )
+            out.append(entry_from_audit(rec, key=f"audit:{rid}"))
+        return out, cut
+
+    async def _alerts(
+        self, lo: int, hi: int, flt: TimelineFilter
+    ) -> tuple[list[TimelineEntry], bool]:
+        h = HealthAlertRow
+        q = (
+            select(h.id, h.check, h.subject, h.previous, h.current, h.message, h.host, h.at_ms)
+            .where(h.at_ms >= lo, h.at_ms < hi, *self._host_clause(h.host, flt))
+            .order_by(h.at_ms, h.id)
+        )
+        rows, cut = await self._rows(q)
+        out = [
+            entry_from_health(
+                HealthAlert(check, subject, _state(prev), _state(cur), msg, at_ms / 1000, host),
+                key=f"alert:{rid}",
+            )
+            for rid, check, subject, prev, cur, msg, host, at_ms in rows
+        ]
+        return out, cut
+
+    async def _health_before(self, lo: int, flt: TimelineFilter) -> list[TimelineEntry]:
+        """Each check's last transition before `lo`: its state as the window opens."""
+        h = HealthAlertRow
+        latest = (
+            select(h.check, h.subject, h.host, func.max(h.at_ms).label("at_ms"))
+            .where(h.at_ms < lo, *self._host_clause(h.host, flt))
+            .group_by(h.check, h.subject, h.host)
+            .subquery("latest")
+        )
+        q = (
+            select(h.id, h.check, h.subject, h.previous, h.current, h.message, h.host, h.at_ms)
+            .join(
+                latest,
+                and_(
+                    h.check == latest.c.check,
+                    h.subject == latest.c.subject,
+                    h.host.is_not_distinct_from(latest.c.host),
+                    h.at_ms == latest.c.at_ms,
+                ),
+            )
+            .order_by(h.at_ms, h.id)
+        )
+        rows, _cut = await self._rows(q)
+        return [
+            entry_from_health(
+                HealthAlert(check, subject, _state(prev), _state(cur), msg, at_ms / 1000, host),
+                key=f"alert:{rid}",
+            )
+            for rid, check, subject, prev, cur, msg, host, at_ms in rows
+        ]
+
+    async def _connections(
+        self, lo: int, hi: int, flt: TimelineFilter
+    ) -> tuple[list[TimelineEntry], bool]:
+        c = HostConnectionRow
+        q = (
+            select(c.id, c.host, c.uri, c.state, c.message, c.since_ms, c.at_ms)
+            .where(c.at_ms >= lo, c.at_ms < hi, *self._host_clause(c.host, flt))
+            .order_by(c.at_ms, c.id)
+        )
+        rows, cut = await self._rows(q)
+        out = []
+        for rid, host, uri, state, msg, since_ms, at_ms in rows:
+            try:
+                st = ConnectionState(state)
+            except ValueError:
+                st = ConnectionState.DEGRADED
+            conn = HostConnection(host, uri, st, at_ms / 1000, since_ms / 1000, None, msg)
+            out.append(entry_from_connection(conn, key=f"conn:{rid}"))
+        return out, cut
+
+    async def _errors(
+        self, lo: int, hi: int, flt: TimelineFilter
+    ) -> tuple[list[TimelineEntry], bool]:
+        """Incidents seen in the window (first seen before it and still going count too).
+        Not narrowed by VM here: a host's errors may explain a VM's entry."""
+        e = ErrorLog
+        q = (
+            select(
+                e.id,
+                e.code,
+                e.severity,
+                e.message,
+                e.hint,
+                e.context,
+                e.host,
+                e.vm,
+                e.count,
+                e.first_at_ms,
+                e.last_at_ms,
+            )
+            .where(e.last_at_ms >= lo, e.first_at_ms < hi, *self._host_clause(e.host, flt))
+            .order_by(e.first_at_ms, e.id)
+        )
+        rows, cut = await self._rows(q)
+        out = [
+            error_entry(
+                code=code,
+                severity=_severity(sev),
+                message=msg,
+                hint=hint,
+                context={str(k): str(v) for k, v in (ctx or {}).items()},
+                host=host,
+                vm_name=vm,
+                count=count,
+                first_at=first / 1000,
+                last_at=last / 1000,
+                key=f"error:{rid}",
+            )
+            for rid, code, sev, msg, hint, ctx, host, vm, count, first, last in rows
+        ]
+        return out, cut
+
+    # ---- per-minute aggregates of what the window involves (for the export) --------------
+
+    async def minute_series(
+        self, since: float, until: float, keys: Iterable[tuple[str, str]]
+    ) -> list[tuple[Series, list[tuple[int, int, float, float, float, float]]]]:
+        """(host, vm_uuid) pairs ("" = the host itself) -> every metric's minute rows in
+        [since, until): (ts, count, sum, min, max, p95), ts in epoch seconds."""
+        wanted = set(keys)
+        if not wanted:
+            return []
+        hosts = sorted({h for h, _ in wanted})
+        async with self._store.reader.connect() as conn:
+            catalogue = (
+                await conn.execute(
+                    select(Metric.id, Metric.host, Metric.vm_uuid, Metric.vm_name, Metric.name)
+                    .where(Metric.host.in_(hosts))
+                    .order_by(Metric.host, Metric.vm_name, Metric.name)
+                )
+            ).all()
+            picked = {mid: Series(h, u, m, n) for mid, h, u, n, m in catalogue if (h, u) in wanted}
+            points: dict[int, list[tuple[int, int, float, float, float, float]]] = {}
+            ids = list(picked)
+            t = MetricMinute
+            for i in range(0, len(ids), IDS_PER_QUERY):
+                chunk = ids[i : i + IDS_PER_QUERY]
+                result = await conn.execute(
+                    select(t.metric_id, t.ts_ms, t.count, t.sum, t.min, t.max, t.p95)
+                    .where(t.metric_id.in_(chunk), t.ts_ms >= _ms(since), t.ts_ms < _ms(until))
+                    .order_by(t.metric_id, t.ts_ms)
+                )
+                for mid, ts, n, total, lo, hi, p95 in result:
+                    points.setdefault(mid, []).append((ts // 1000, n, total, lo, hi, p95))
+        return [(picked[mid], points[mid]) for mid in picked if mid in points]
+
+
+class StoreRollupReader:
+    """`RollupReader` (core/spikewatch.py) over the store's minute rollups."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._ids: dict[Series, int] = {}
+
+    async def minute_watermarks(self) -> Mapping[str, int]:
+        async with self._store.reader.connect() as conn:
+            rows = await conn.execute(
+                select(RollupState.host, RollupState.watermark_ms).where(
+                    RollupState.tier == "minute"
+                )
+            )
+            return {host: int(wm) // 1000 for host, wm in rows}
+
+    async def series(self, host: str) -> Sequence[Series]:
+        async with self._store.reader.connect() as conn:
+            rows = await conn.execute(
+                select(Metric.id, Metric.vm_uuid, Metric.vm_name, Metric.name).where(
+                    Metric.host == host
+                )
+            )
+            out = []
+            for mid, uuid, name, metric in rows:
+                s = Series(host, uuid, metric, name)
+                self._ids[s] = mid
+                out.append(s)
+        return out
+
+    async def minute_rows(
+        self, since: int, until: int, series: Collection[Series]
+    ) -> Mapping[Series, Sequence[MinuteAggregate]]:
+        for host in {s.host for s in series if s not in self._ids}:
+            await self.series(host)
+        by_id = {self._ids[s]: s for s in series if s in self._ids}
+        out: dict[Series, list[MinuteAggregate]] = {}
+        ids = sorted(by_id)
+        t = MetricMinute
+        async with self._store.reader.connect() as conn:
+            for i in range(0, len(ids), IDS_PER_QUERY):
+                result = await conn.execute(
+                    select(t.metric_id, t.ts_ms, t.count, t.sum, t.min, t.max, t.p95)
+                    .where(
+                        t.metric_id.in_(ids[i : i + IDS_PER_QUERY]),
+                        t.ts_ms >= since * 1000,
+                        t.ts_ms < until * 1000,
+                    )
+                    .order_by(t.metric_id, t.ts_ms)
+                )
+                for mid, ts, n, total, lo, hi, p95 in result:
+                    out.setdefault(by_id[mid], []).append(
+                        MinuteAggregate(ts // 1000, n, total, lo, hi, p95)
+                    )
+        return out
+
+    async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
+        d = DomainEventRow
+        async with self._store.reader.connect() as conn:
+            rows = await conn.execute(
+                select(d.vm_uuid, d.detail).where(
+                    d.kind == EventKind.SPIKE.value,
+                    d.host == host,
+                    d.at_ms >= since * 1000,
+                    d.at_ms <= until * 1000,
+                )
+            )
+            out: set[EdgeKey] = set()
+            for uuid, detail in rows:
+                det = dict(detail or {})
+                try:
+                    start = int(det.get("start", ""))
+                except ValueError:
+                    continue
+                if since <= start < until:
+                    out.add((host, uuid, det.get("metric", ""), det.get("phase", ""), start))
+        return out
