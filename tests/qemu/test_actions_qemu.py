@@ -244,15 +244,27 @@ async def test_a_refusal_through_the_task_runner_is_not_retried(
     published: list[object] = []
     async with TaskRunner(published.append) as runner:
         missing = submit_action(
-            runner, source, Action.PAUSE, unique_name("vwmissing"), host="qemu",
-            publish=published.append, actor=ADMIN,
-        )  # fmt: skip
+            runner,
+            source,
+            Action.PAUSE,
+            unique_name("vwmissing"),
+            host="qemu",
+            publish=published.append,
+            actor=ADMIN,
+        )
         running = submit_action(
-            runner, source, Action.START, dom.name(), host="qemu",
-            publish=published.append, actor=ADMIN,
-        )  # fmt: skip
-        for handle, code in ((missing, ErrorCode.MACHINE_NOT_FOUND),
-                             (running, ErrorCode.MACHINE_INVALID_STATE)):  # fmt: skip
+            runner,
+            source,
+            Action.START,
+            dom.name(),
+            host="qemu",
+            publish=published.append,
+            actor=ADMIN,
+        )
+        for handle, code in (
+            (missing, ErrorCode.MACHINE_NOT_FOUND),
+            (running, ErrorCode.MACHINE_INVALID_STATE),
+        ):
             with pytest.raises(AppError) as info:
                 await handle.result()
             assert info.value.code is code
@@ -294,9 +306,15 @@ async def test_cancelling_an_action_records_cancelled(
 
     async with TaskRunner(publish) as runner:
         handle = submit_action(
-            runner, source, Action.SHUTDOWN, dom.name(), host="qemu",
-            publish=publish, actor=ADMIN, timeouts=ActionTimeouts(shutdown_s=600.0),
-        )  # fmt: skip
+            runner,
+            source,
+            Action.SHUTDOWN,
+            dom.name(),
+            host="qemu",
+            publish=publish,
+            actor=ADMIN,
+            timeouts=ActionTimeouts(shutdown_s=600.0),
+        )
         await running.wait()
         await asyncio.sleep(0.5)  # most likely inside the wait for the guest by now
         assert handle.cancel()

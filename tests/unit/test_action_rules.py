@@ -147,8 +147,15 @@ def test_reboot_seen_and_running_is_verified_with_its_domain_id() -> None:
     v = judge(Action.REBOOT, "a", obs(R), waited_s=60, reached=True, rebooted=True, before_id=7)
     assert v.outcome is Outcome.VERIFIED
     assert "domain ID 7 unchanged" in v.message
-    moved = judge(Action.REBOOT, "a", obs(R, domain_id=8), waited_s=60, reached=True,
-                  rebooted=True, before_id=7)  # fmt: skip
+    moved = judge(
+        Action.REBOOT,
+        "a",
+        obs(R, domain_id=8),
+        waited_s=60,
+        reached=True,
+        rebooted=True,
+        before_id=7,
+    )
     assert moved.outcome is Outcome.VERIFIED
     assert "new domain ID" in moved.message
 
