@@ -17,6 +17,7 @@ from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.events import DomainEventStream, StreamState
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import DomainState, Snapshot
+from virtwatch.core.pool import LibvirtPool
 from virtwatch.core.records import DomainEvent, EventKind
 from virtwatch.core.reports import ErrorReport
 
@@ -231,3 +232,22 @@ async def test_an_event_makes_the_collector_tick_now(source: SingleConnection) -
             await run
     states = {d.name: d.state for d in second.domains}
     assert states["vm-0000"] is DomainState.PAUSED
+
+
+async def test_a_pools_dedicated_connection_carries_events_and_closes_clean(
+    make_fleet: FleetFactory,
+) -> None:
+    hub = Hub()
+    sub = hub.subscribe(DomainEvent)
+    async with LibvirtPool(make_fleet(2, states=(1,)), host="lab") as pool:
+        events_source = pool.dedicated("events")
+        stream = DomainEventStream(events_source, hub.publish, host="lab")
+        await stream.open()
+        async with events_source.connection() as conn:
+            await call(conn, "vm-0001", "suspend")
+            assert (await next_event(sub)).summary == "suspended: by admin"
+            assert len(conn.domainEventCallbackID) == stream.registered == 8
+        await events_source.close()  # the pool closes it on purpose: its close listener
+        assert stream.registered == 0  # deregistered everything before the close
+        assert conn.domainEventCallbackID == {}
+        await stream.aclose()
