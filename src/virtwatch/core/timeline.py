@@ -655,6 +655,38 @@ def add_hints(
     return out
 
 
+# -- plain text -----------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Untrusted text made safe for a terminal: control characters (escape sequences,
+    newlines) shown as \\xNN instead of acting on the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+
+
+_SEVERITY_WORD = {
+    Severity.INFO: "info",
+    Severity.WARNING: "WARN",
+    Severity.ERROR: "ERROR",
+    Severity.CRITICAL: "CRIT",
+}
+
+
+def entry_line(e: TimelineEntry, tz: tzinfo | None = None) -> str:
+    """One line for `virtwatch timeline`: local time, severity, kind, host, VM, what, hint."""
+    when = datetime.fromtimestamp(e.at, tz=UTC).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    who = e.vm_name or "(host)"
+    line = (
+        f"{when}  {_SEVERITY_WORD[e.severity]:<5}  {e.kind.value:<6}  {e.host or '-'}  "
+        f"{who}  {e.title}"
+    )
+    if e.hint:
+        line += f"  [hint: {e.hint}]"
+    return printable(line)
+
+
 # -- time in words --------------------------------------------------------------------------
 
 

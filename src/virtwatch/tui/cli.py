@@ -7,6 +7,8 @@ runtime and the store and wires them together.
     virtwatch db stats [--db PATH] [--json]               rows, sizes, time span per table
     virtwatch record [--uri URI] [--db PATH]              collect and store, no screen
     virtwatch vm ACTION NAME [--uri URI] [--timeout S]    start/shutdown/... one VM, verified
+    virtwatch timeline --since T [--until T] [--vm V] [--host H] [--json]   incident timeline
+    virtwatch export --since T [--until T] [--vm V] [--output FILE]         JSON for a ticket
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +40,30 @@ from virtwatch.core.process import prepare_libvirt
 from virtwatch.core.records import AuditRecord, TaskUpdate
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.core.tasks import TaskRunner
+from virtwatch.core.timeline import (
+    TimelineFilter,
+    Window,
+    entry_line,
+    entry_to_dict,
+    parse_kinds,
+    parse_severity,
+    parse_when,
+)
 from virtwatch.core.uri import redact_text, redact_uri
 from virtwatch.storage.engine import db_url, sqlite_path
+from virtwatch.storage.export import (
+    EXPORT_SCHEMA_VERSION,
+    build_export,
+    dump_export,
+    redact_document,
+    summarize,
+    write_export,
+)
+from virtwatch.storage.migrate import head_revision
 from virtwatch.storage.queries import Queries
 from virtwatch.storage.recorder import SampleRecorder
 from virtwatch.storage.store import Store
+from virtwatch.storage.timeline import TimelineQueries
 from virtwatch.storage.writer import StoreWriter
 
 FALLBACK_URI = "qemu:///system"
@@ -117,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive, help="seconds to wait for the outcome (default: per action)"
     )
     vm.add_argument("--read-only", action="store_true", help="open a read-only connection")
+    window = argparse.ArgumentParser(add_help=False)
+    window.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    window.add_argument("--since", required=True, help="'2h', '10:30', ISO 8601 or epoch s")
+    window.add_argument("--until", default="now", help="same forms (default: now)")
+    window.add_argument("--vm", action="append", default=[], help="a VM name or uuid")
+    window.add_argument("--host", action="append", default=[], help="a host name")
+    tl = sub.add_parser("timeline", parents=[window], help="the incident timeline of a window")
+    tl.add_argument("--kind", action="append", default=[], help="event,error,health,...")
+    tl.add_argument("--severity", default="info", help="at least: info|warning|error|critical")
+    tl.add_argument("--json", action="store_true", help="JSON on stdout")
+    ex = sub.add_parser("export", parents=[window], help="write a window as one JSON document")
+    ex.add_argument("--output", default="-", help="file to write (default: stdout)")
     return p
 
 
@@ -297,6 +331,82 @@ async def run_vm(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _history_store(db: str | None) -> Store:
+    """The database to read history from: it must exist and be at the current schema."""
+    url = db_url(db or default_db_path())
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise AppError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"no database at {path}",
+            "pass --db, or run `virtwatch record` or the dashboard first",
+        )
+    store = await Store(url, run_migrations=False).open()
+    if store.revision != head_revision():
+        await store.close()
+        raise AppError(
+            ErrorCode.DATABASE_ERROR,
+            f"the database is at schema revision {store.revision}, not {head_revision()}",
+            "run `virtwatch db upgrade` first",
+        )
+    return store
+
+
+def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter]:
+    now = time.time()
+    window = Window(parse_when(args.since, now), parse_when(args.until, now))
+    flt = TimelineFilter(
+        hosts=frozenset(args.host),
+        vms=frozenset(args.vm),
+        kinds=parse_kinds(getattr(args, "kind", [])),
+        min_severity=parse_severity(getattr(args, "severity", "info")),
+    )
+    return window, flt
+
+
+async def run_timeline(args: argparse.Namespace) -> int:
+    """The window's timeline from the database, oldest first (text, or --json)."""
+    window, flt = _window_and_filter(args)
+    store = await _history_store(args.db)
+    try:
+        result = await TimelineQueries(store).timeline(window, flt)
+    finally:
+        await store.close()
+    if args.json:
+        doc = {
+            "schema": "virtwatch.timeline",
+            "schema_version": EXPORT_SCHEMA_VERSION,
+            "window": {"since": window.since, "until": window.until},
+            "filter": flt.to_dict(),
+            "truncated": result.truncated,
+            "entries": [entry_to_dict(e) for e in result.entries],
+        }
+        dump_export(redact_document(doc), sys.stdout)
+        return 0
+    print(f"# {len(result.entries)} entries, {flt.describe()}", flush=True)
+    for entry in result.entries:
+        print(redact_text(entry_line(entry)))
+    if result.truncated:
+        print("# truncated: narrow the window or the filter", file=sys.stderr)
+    return 0
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    """The window as one JSON document (schema in README), to --output or stdout."""
+    window, flt = _window_and_filter(args)
+    store = await _history_store(args.db)
+    try:
+        doc = await build_export(store, window, flt, generated_by=f"virtwatch {__version__}")
+    finally:
+        await store.close()
+    if args.output == "-":
+        dump_export(doc, sys.stdout)
+    else:
+        path = await asyncio.to_thread(write_export, doc, Path(args.output))
+        print(f"virtwatch: wrote {path}: " + "; ".join(summarize(doc)), file=sys.stderr)
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"virtwatch: {redact_text(message)}", file=sys.stderr)
     return EXIT_FAILURE
@@ -311,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "db": run_db,
         "record": run_record,
         "vm": run_vm,
+        "timeline": run_timeline,
+        "export": run_export,
     }[command]
     try:
         return asyncio.run(runner(args))
