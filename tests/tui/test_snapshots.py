@@ -1,36 +1,123 @@
-"""SVG snapshots of the dashboard with fixed data and a frozen clock."""
+"""SVG snapshots of every screen at 80x24 and 160x48, with fixed data and a frozen
+clock. Each docstring says what the image must show."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from textual.pilot import Pilot
+import pytest
 
-from tests.canned import NOW, fleet_snapshot
-from virtwatch.core.hub import Hub
-from virtwatch.tui.app import VirtwatchApp
+from tests.tui.scenes import build_app, dashboard, then
 
 SnapCompare = Callable[..., bool]
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
 
-def build_app() -> tuple[VirtwatchApp, Hub]:
-    hub = Hub()
-    return VirtwatchApp(hub, clock=lambda: NOW), hub
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Header: qemu:///system, hv-07.example.net, libvirt 9.0.0, QEMU 7.2.22, connected,
+    'VMs 8/12 running', CPU and MEM gauges; hv-08 reconnecting with its retry and the
+    ssh message. Machines: 12 VMs by name ▲, the literal '[bold red]x[/]' first, CPU
+    with sparklines, 'shut off' dimmed. Performance: host CPU/MEM sparklines, top CPU
+    (build-runner). Health: 2 alerts banner, host.disk crit first. Errors: three rows,
+    the hostile message shown as typed. At 80x24 the three small panes sit side by
+    side under the table; at 160x48 they form a column to its right with Errors below."""
+    app, hub = build_app()
+    assert snap_compare(app, terminal_size=size, run_before=dashboard(hub))
 
 
-def test_dashboard_table(snap_compare: SnapCompare) -> None:
-    """The header names hv-07.example.net, libvirt 9.0.0, QEMU 7.2.22,
-    8 of 12 VMs
-    running, host CPU 31.5%; the table lists 12 VMs sorted by name with decoded states
-    ('paused: I/O error' for staging-api, 'shut off: crashed' for legacy-crm), uptimes for
-    running VMs, '—' where a value is unknown (win2022-rdp's CPU), and the VM literally
-    named '[bold red]x[/]' shown as those characters, not as red bold text."""
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_two_hosts_filtered(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Two hosts: a Host column appears; the filter box reads 'web' and the table holds
+    only web-01 (both hosts) and web-02; the pane subtitle says '3 of 15 · /web'."""
+    app, hub = build_app()
+    scene = then(dashboard(hub, hosts=2), "slash", "w", "e", "b")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_machines_maximised(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """'z' maximised the Machines pane: it fills the screen below nothing but the footer;
+    rows are sorted by CPU descending (build-runner 97.9% first, 'CPU % ▼')."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "o", "o", "o", "O", "z")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirm_shutdown(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """A dialog over the dashboard: 'Shutdown this VM?' naming web-01 on qemu:///system,
+    buttons 'Shutdown (y)' and 'Cancel (n)' with Cancel focused."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "d", select="web-01")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_force_off_typed_count(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Three marked VMs (web-01, web-02, cache-01): 'Force off these 3 VMs?', the
+    power-cut warning, 'Type 3 to confirm' and an empty input."""
     app, hub = build_app()
 
-    async def publish(pilot: Pilot[Any]) -> None:
-        hub.publish(fleet_snapshot())
-        await pilot.pause()
-        await pilot.pause()
+    async def scene(pilot: object) -> None:
+        from textual.pilot import Pilot
 
-    assert snap_compare(app, terminal_size=(120, 30), run_before=publish)
+        assert isinstance(pilot, Pilot)
+        await dashboard(hub)(pilot)
+        table = app.dashboard.machines
+        for name in ("web-01", "web-02", "cache-01"):
+            key = next(k for k, c in table.shown().items() if c[2] == name)
+            table.toggle_mark(key)
+        await pilot.press("F")
+        for _ in range(4):
+            await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_vm_detail(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """web-01's detail: facts (running: booted, up 3h12m, uuid, vCPU 2, memory), recent
+    rows (start failed, events started/stopped, reboot verified by alice@10.0.0.5,
+    MACHINE_INVALID_STATE); four plots (CPU %, Memory, Disk, Network) over 5 min from
+    memory with vertical event markers; the span bar with '1 5 min' highlighted."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "enter", select="web-01")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_tasks(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Tasks: running 'shutdown web-02' first, then 'start backup' retrying 2/3 'in 2s'
+    with 'TIMEOUT: job lock held', then the succeeded health task and the failed force
+    off; subtitle '2 running · 2 finished'; footer shows 'c Cancel task'."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "t")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_error_record(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """The full record of LIBVIRT_CONNECTION_LOST: severity critical, host qemu:///system,
+    the message, the hint in green, count 42, first and last seen in UTC, libvirt code
+    1 domain 7, and the context keys."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "tab", "tab", "tab", "down", "enter")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """Help over the dashboard: sections Everywhere, Tables, Dashboard, Machines pane
+    (Start ... Resume, Mark, Sort), Health pane, Errors pane, each key in cyan."""
+    app, hub = build_app()
+    scene = then(dashboard(hub), "question_mark")
+    assert snap_compare(app, terminal_size=size, run_before=scene)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_read_only_dashboard(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
+    """With --read-only the footer offers no action keys (no Start, Shutdown, Force off);
+    everything else is as on the normal dashboard."""
+    app, hub = build_app(read_only=True)
+    assert snap_compare(app, terminal_size=size, run_before=dashboard(hub))

@@ -183,7 +183,8 @@ class MetricGraph(PlotextPlot):
         s = self.spec
         title = f"{s.title} · {self.span.label}"
         plt.title(title + (f" · {self.note}" if self.note else ""))
-        plt.xlabel(self.span.unit_name)
+        if self.size.height >= 12:
+            plt.xlabel(self.span.unit_name)
         any_data = False
         for metric, legend, color in s.metrics:
             xs, ys = to_xy(self.series.get(metric, ()), self.now, self.span, s.scale)
@@ -340,8 +341,12 @@ class VmDetailScreen(Screen[None]):
         yield Static("", id="span-bar", markup=False)
         yield Footer()
 
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < 32, "-small")
+
     def on_mount(self) -> None:
         self.title = f"{self.ref.name} on {self.ref.host}"
+        self.set_class(self.size.height < 32, "-small")
         self.redraw()
         self.set_interval(1.0, self._tick_text)
 
