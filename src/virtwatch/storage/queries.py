@@ -361,7 +361,7 @@ class Queries:
                 )
             )
         out: list[ErrorEntry] = []
-        for (row,) in await self._all(q):
+        for row in await self._all(q):
             try:
                 code_value: ErrorCode | str = ErrorCode(row.code)
             except ValueError:
@@ -421,7 +421,7 @@ class Queries:
                 r.at_ms / 1000,
                 r.host,
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     async def health_alerts(
@@ -444,7 +444,7 @@ class Queries:
                 r.at_ms / 1000,
                 r.host,
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     async def events(
@@ -477,7 +477,7 @@ class Queries:
                 r.at_ms / 1000,
                 dict(r.detail or {}),
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     async def audit(
@@ -511,7 +511,7 @@ class Queries:
                 r.message,
                 r.error_code,
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     async def tasks(
@@ -544,7 +544,7 @@ class Queries:
                 r.host,
                 r.vm_name,
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     async def connections(
@@ -565,7 +565,7 @@ class Queries:
                 _s(r.next_retry_at_ms),
                 r.message,
             )
-            for (r,) in await self._all(q)
+            for r in await self._all(q)
         ]
 
     # ---- the database itself -------------------------------------------------------------

@@ -163,6 +163,8 @@ class StoreWriter:
             *(hub.subscribe(kind, maxsize=10_000) for kind in RECORD_TYPES),
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
         self.state = WriterState.UNSTARTED
         self.dropped_samples = 0
         self.dropped_records = 0
@@ -395,19 +397,30 @@ class StoreWriter:
         return self._flush_interval_s
 
     async def run(self) -> None:
-        """Write until cancelled; on cancel, flush what is held (once), then stop."""
+        """Write until stopped (`close()`) or cancelled; then flush what is held, once.
+
+        A cancel never lands inside a transaction: the cycle in flight finishes first
+        (a transaction torn down mid-way could leave SQLite's write lock held).
+        """
         self.state = WriterState.RUNNING
         self._tasks = [
             asyncio.create_task(self._intake(sub), name=f"store-intake:{sub.kind.__name__}")
             for sub in self._subs
         ]
         try:
-            while True:
-                delay = await self._cycle()
+            while not self._stopping:
+                cycle = asyncio.ensure_future(self._cycle())
+                try:
+                    delay = await asyncio.shield(cycle)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await cycle
+                    raise
                 self._wakeup.clear()
-                if delay > 0:
+                if delay > 0 and not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), delay)
+            await self._final_flush()
         except asyncio.CancelledError:
             await asyncio.shield(self._final_flush())
             raise
@@ -456,10 +469,9 @@ class StoreWriter:
         await self.close()
 
     async def close(self) -> None:
-        """Stop and flush (idempotent)."""
-        runner = getattr(self, "_runner", None)
-        if runner is None or runner.done():
-            return
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        """Stop, after a last flush of everything held (idempotent)."""
+        self._stopping = True
+        self._wakeup.set()
+        runner = self._runner
+        if runner is not None and not runner.done():
             await runner
