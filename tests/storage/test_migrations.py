@@ -116,8 +116,8 @@ async def test_from_every_earlier_revision_keeps_the_data(store_url: str, start:
         assert await migrate.upgrade(engine, start) == (None, start)
     finally:
         await engine.dispose()
-    for rev in revs[: revs.index(start) + 1]:
-        await _exec(store_url, SEED[rev])
+    for seeded in revs[: revs.index(start) + 1]:
+        await _exec(store_url, SEED[seeded])
     async with Store(store_url) as store:
         assert (store.migrated_from, store.revision) == (start, migrate.head_revision())
     rev, tables, diff = await _schema(store_url)

@@ -135,13 +135,15 @@ async def test_the_size_cap_deletes_oldest_rolled_data_first(tmp_path: Path) -> 
         await rollup.rollup(store, ["hv1"], now_ms=int(now * 1000))
         used = await retention.used_bytes(store)
         size_before = await retention.file_bytes(store)
-        assert used is not None and size_before is not None
+        assert used is not None
+        assert size_before is not None
         cap = used // 2
         policy = Retention(max_size_bytes=cap)  # the ages alone would keep everything
         report = await retention.apply(store, policy, now=now)
         assert report.capped
         used_after = await retention.used_bytes(store)
-        assert used_after is not None and used_after <= cap
+        assert used_after is not None
+        assert used_after <= cap
         # hv2 was never rolled up: every one of its raw samples is still there
         async with store.reader.connect() as conn:
             from virtwatch.storage.models import Metric
@@ -160,7 +162,8 @@ async def test_the_size_cap_deletes_oldest_rolled_data_first(tmp_path: Path) -> 
         assert "metric_minute" not in report.deleted
         assert report.vacuumed_pages > 0
         size_after = await retention.file_bytes(store)
-        assert size_after is not None and size_after < size_before
+        assert size_after is not None
+        assert size_after < size_before
 
 
 async def test_the_cap_then_takes_minutes_when_raw_is_gone(tmp_path: Path) -> None:
@@ -176,7 +179,8 @@ async def test_the_cap_then_takes_minutes_when_raw_is_gone(tmp_path: Path) -> No
         used = await retention.used_bytes(store)
         assert used is not None
         report = await retention.apply(store, Retention(max_size_bytes=used - 4096), now=now)
-        assert report.capped and not report.over_cap
+        assert report.capped
+        assert not report.over_cap
         assert 0 < await _count(store, MetricMinute) < minutes_before
         async with store.reader.connect() as conn:
             oldest = (await conn.execute(select(func.min(MetricMinute.ts_ms)))).scalar_one()
