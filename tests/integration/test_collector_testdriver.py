@@ -1,20 +1,83 @@
-"""The collector against libvirt's test driver: private fleets, no daemon."""
+"""The collector against libvirt's test driver: private fleets, no daemon.
+
+The test driver's bulk call gives the STATE group only (libvirt 9.0) and refuses the
+others under ENFORCE_STATS, which exercises the collector's group fallback for real.
+Where a test needs a host that misbehaves (refuses NOWAIT, hangs), a thin proxy
+around the real connection provokes it; every value still comes from libvirt.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.collector import Collector
+from virtwatch.core.collector import Collector, CollectorSettings
 from virtwatch.core.connection import SingleConnection
 from virtwatch.core.demo import demo_uri
+from virtwatch.core.errors import ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.model import DomainState, Snapshot
+from virtwatch.core.reports import ErrorReport
+from virtwatch.core.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE, STATS_VCPU
 
 pytestmark = pytest.mark.libvirt
+
+NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+ENFORCE = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+Bulk = Callable[[libvirt.virConnect, int, int], Any]
+
+
+class ProxyConnection:
+    """The real connection, with getAllDomainStats routed through `bulk(conn, stats, flags)`."""
+
+    def __init__(self, conn: libvirt.virConnect, bulk: Bulk) -> None:
+        self._conn = conn
+        self._bulk = bulk
+
+    def getAllDomainStats(self, stats: int, flags: int) -> Any:  # noqa: N802 - libvirt's name
+        return self._bulk(self._conn, stats, flags)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class ProxySource:
+    """A ConnectionSource lending ProxyConnections around a real SingleConnection."""
+
+    def __init__(self, uri: str, bulk: Bulk) -> None:
+        self._inner = SingleConnection(uri)
+        self._bulk = bulk
+
+    @property
+    def uri(self) -> str:
+        return self._inner.uri
+
+    @property
+    def read_only(self) -> bool:
+        return False
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        async with self._inner.connection() as conn:
+            yield ProxyConnection(conn, self._bulk)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def counting(calls: list[tuple[int, int]]) -> Bulk:
+    def bulk(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        calls.append((stats, flags))
+        return conn.getAllDomainStats(stats, flags)
+
+    return bulk
 
 
 async def test_every_domain_appears_with_decoded_state(make_fleet: FleetFactory) -> None:
@@ -35,14 +98,18 @@ async def test_every_domain_appears_with_decoded_state(make_fleet: FleetFactory)
     first = snap.domains[0]
     assert first.vcpus == 1
     assert first.mem_alloc_kib == 256 * 1024
-    assert snap.stats_calls == 1
     assert snap.facts.driver == "TEST"
+    # the test driver refuses every group but STATE: said, not hidden
+    assert snap.groups == ("state",)
+    assert set(snap.unsupported_groups) == {"cpu_total", "balloon", "vcpu", "interface", "block"}
+    assert snap.stats_calls == 2  # the first tick learns what the host refuses ...
 
 
-async def test_one_bulk_call_per_tick_whatever_the_fleet_size(
+async def test_one_bulk_call_per_tick_for_a_thousand_vms(
     make_fleet: FleetFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After the first tick (definitions cached), a tick is one getAllDomainStats call."""
+    """After the first tick (refusals learned, definitions cached) a tick is exactly one
+    getAllDomainStats call and nothing else, for 1,000 VMs active and inactive."""
     calls = {"bulk": 0, "info": 0}
     real_bulk = libvirt.virConnect.getAllDomainStats
     real_info = libvirt.virDomain.info
@@ -57,18 +124,95 @@ async def test_one_bulk_call_per_tick_whatever_the_fleet_size(
 
     monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", bulk)
     monkeypatch.setattr(libvirt.virDomain, "info", info)
-    source = SingleConnection(make_fleet(300))
+    source = SingleConnection(make_fleet(1000))
     try:
         collector = Collector(source, lambda _x: None)
-        await collector.tick()
-        first_info = calls["info"]
-        for _ in range(3):
-            await collector.tick()
+        first = await collector.tick()
+        after_first = dict(calls)
+        later = [await collector.tick() for _ in range(3)]
     finally:
         await source.close()
-    assert calls["bulk"] == 4
-    assert first_info == 300  # definitions read once ...
-    assert calls["info"] == 300  # ... and not again while states hold
+    assert first.stats_calls == after_first["bulk"] == 2
+    assert after_first["info"] == 1000  # definitions read once ...
+    assert calls["info"] == 1000  # ... and not again while states hold
+    assert [s.stats_calls for s in later] == [1, 1, 1]
+    assert calls["bulk"] == 2 + 3
+    snap = later[-1]
+    assert len(snap.domains) == 1000
+    assert [d.name for d in snap.domains] == sorted(d.name for d in snap.domains)
+    counts = {s: sum(1 for d in snap.domains if d.state is s) for s in DomainState}
+    assert counts[DomainState.RUNNING] == 600
+    assert counts[DomainState.PAUSED] == 200
+    assert counts[DomainState.SHUTOFF] == 200
+    # every value carries its time; a repeated record still gets this tick's time
+    assert all(d.measured_at == snap.taken_at for d in snap.domains)
+    assert all(d.mem_alloc_kib is not None and d.vcpus is not None for d in snap.domains)
+    assert snap.by_uuid() == {d.uuid: d for d in later[-1].domains}
+    running = next(d for d in snap.domains if d.state is DomainState.RUNNING)
+    assert running.domain_id is not None
+    shutoff = next(d for d in snap.domains if d.state is DomainState.SHUTOFF)
+    assert shutoff.domain_id is None
+    assert shutoff.mem_used_kib is None  # not running: unknown, never zero
+
+
+async def test_a_host_that_refuses_nowait_is_polled_without_it(make_fleet: FleetFactory) -> None:
+    """An old daemon rejects the NOWAIT flag: the collector retries without it and
+    remembers. The rejection is libvirt's own (an unknown flag bit stands in for NOWAIT)."""
+    calls: list[tuple[int, int]] = []
+
+    def old_daemon(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        calls.append((stats, flags))
+        if flags & NOWAIT:
+            flags |= 1 << 20  # a bit libvirt does not know: it answers "unsupported flags"
+        return conn.getAllDomainStats(stats, flags)
+
+    source = ProxySource(make_fleet(5), old_daemon)
+    try:
+        collector = Collector(source, lambda _x: None)
+        first = await collector.tick()
+        second = await collector.tick()
+    finally:
+        await source.close()
+    assert len(first.domains) == len(second.domains) == 5
+    assert first.stats_calls >= 2
+    assert second.stats_calls == 1
+    assert not calls[-1][1] & NOWAIT  # remembered
+
+
+async def test_slow_groups_come_on_their_own_cadence(make_fleet: FleetFactory) -> None:
+    """Cheap groups every tick; expensive ones on the first tick and then at most every
+    slow_interval (here: never again within the test, then: every tick)."""
+    calls: list[tuple[int, int]] = []
+
+    def lenient(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        calls.append((stats, flags))
+        return conn.getAllDomainStats(stats, flags & ~ENFORCE)  # a daemon that skips silently
+
+    source = ProxySource(make_fleet(3), lenient)
+    try:
+        rare = Collector(source, lambda _x: None, settings=CollectorSettings(slow_interval_s=3600))
+        snaps = [await rare.tick() for _ in range(3)]
+    finally:
+        await source.close()
+    asked = [stats for stats, _flags in calls]
+    fast = STATS_STATE | STATS_CPU_TOTAL | STATS_VCPU
+    assert asked[0] & STATS_BLOCK
+    assert asked[1] == asked[2] == fast
+    assert "block" in snaps[0].groups
+    assert snaps[1].groups == ("state", "cpu_total", "vcpu")
+
+    calls.clear()
+    source = ProxySource(make_fleet(3), lenient)
+    try:
+        every = Collector(
+            source, lambda _x: None, interval_s=0.1, settings=CollectorSettings(slow_interval_s=0.1)
+        )
+        for _ in range(3):
+            await every.tick()
+            await asyncio.sleep(0.1)
+    finally:
+        await source.close()
+    assert all(stats & STATS_BLOCK for stats, _flags in calls)
 
 
 async def test_a_state_change_is_seen_on_the_next_tick(make_fleet: FleetFactory) -> None:
@@ -89,6 +233,27 @@ async def test_a_state_change_is_seen_on_the_next_tick(make_fleet: FleetFactory)
     assert after[uuid].state_text == "paused: by admin"
 
 
+async def test_a_restart_gives_a_new_id_and_no_stale_values(make_fleet: FleetFactory) -> None:
+    source = SingleConnection(make_fleet(2, states=(1,)))
+    try:
+        collector = Collector(source, lambda _x: None)
+        before = (await collector.tick()).by_uuid()
+        async with source.connection() as conn:
+            dom = conn.lookupByName("vm-0000")
+            await asyncio.to_thread(dom.destroy)
+            mid = (await collector.tick()).by_uuid()
+            await asyncio.to_thread(dom.create)
+        after = (await collector.tick()).by_uuid()
+    finally:
+        await source.close()
+    uuid = dom.UUIDString()
+    assert mid[uuid].state is DomainState.SHUTOFF
+    assert mid[uuid].domain_id is None
+    assert after[uuid].state is DomainState.RUNNING
+    assert after[uuid].domain_id is not None
+    assert after[uuid].domain_id != before[uuid].domain_id
+
+
 async def test_a_destroyed_domain_leaves_the_snapshot(make_fleet: FleetFactory) -> None:
     source = SingleConnection(make_fleet(4, states=(1,)))
     try:
@@ -102,6 +267,20 @@ async def test_a_destroyed_domain_leaves_the_snapshot(make_fleet: FleetFactory) 
     finally:
         await source.close()
     assert [d.name for d in snap.domains] == ["vm-0000", "vm-0001", "vm-0003"]
+
+
+async def test_a_renamed_domain_is_renamed_and_resorted(make_fleet: FleetFactory) -> None:
+    source = SingleConnection(make_fleet(3, states=(5,)))
+    try:
+        collector = Collector(source, lambda _x: None)
+        await collector.tick()
+        async with source.connection() as conn:
+            dom = conn.lookupByName("vm-0000")
+            await asyncio.to_thread(dom.rename, "zz-last", 0)
+        snap = await collector.tick()
+    finally:
+        await source.close()
+    assert [d.name for d in snap.domains] == ["vm-0001", "vm-0002", "zz-last"]
 
 
 async def test_the_bundled_demo_fleet_loads() -> None:
@@ -125,3 +304,99 @@ async def test_a_runtime_collects_on_its_interval(make_fleet: FleetFactory) -> N
         assert [s.tick for s in ticks] == [1, 2, 3]
         assert rt.collectors[0].last is not None
     assert all(t.host == "t" for t in ticks)
+
+
+async def next_of(sub: Any, want: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while True:
+            item = await sub.get()
+            if want(item):
+                return item
+
+
+async def test_a_lost_connection_marks_the_host_stale_then_it_recovers(
+    make_fleet: FleetFactory,
+) -> None:
+    """The connection dies under the collector: its last snapshot is republished stale,
+    with the error and its age; the source reconnects and fresh snapshots follow."""
+    hub = Hub()
+    snaps = hub.subscribe(Snapshot)
+    errors = hub.subscribe(ErrorReport)
+    source = SingleConnection(make_fleet(3))
+    collector = Collector(source, hub.publish, host="h1", interval_s=0.05)
+    task = asyncio.create_task(collector.run())
+    try:
+        good = await next_of(snaps, lambda s: not s.stale)
+        async with source.connection() as conn:
+            await asyncio.to_thread(conn.close)  # every later call: "invalid connection"
+        stale = await next_of(snaps, lambda s: s.stale)
+        report = await next_of(errors, lambda _r: True)
+        fresh = await next_of(snaps, lambda s: not s.stale and s.tick > good.tick)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.close()
+    assert stale.error and "collecting stats" in stale.error
+    assert stale.failed_since is not None and stale.next_try_at is not None
+    assert stale.taken_at <= stale.failed_since  # its values are as old as taken_at says
+    assert stale.age_s(stale.failed_since + 5) >= 5
+    assert stale.domains  # the last values stay
+    assert report.host == "h1"
+    assert report.error.code is ErrorCode.LIBVIRT_CONNECTION_LOST
+    assert fresh.error is None and fresh.failed_since is None
+    assert collector.failures >= 1
+
+
+async def test_a_hung_host_delays_no_other_and_is_marked_stale(make_fleet: FleetFactory) -> None:
+    """One host's bulk call blocks: that host times out and goes stale, without a second
+    call piling up behind the first; the other host keeps ticking meanwhile."""
+    release = threading.Event()
+    hung_calls: list[tuple[int, int]] = []
+
+    def hang_after_first(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        hung_calls.append((stats, flags))
+        if len(hung_calls) > 2:  # the first tick takes two calls (it learns the refusals)
+            release.wait(30)
+        return conn.getAllDomainStats(stats, flags)
+
+    hub = Hub()
+    snaps = hub.subscribe(Snapshot)
+    errors = hub.subscribe(ErrorReport)
+    hung_source = ProxySource(make_fleet(3), hang_after_first)
+    ok_source = SingleConnection(make_fleet(3))
+    hung = Collector(
+        hung_source,
+        hub.publish,
+        host="hung",
+        interval_s=0.05,
+        settings=CollectorSettings(tick_timeout_s=0.3),
+    )
+    ok = Collector(ok_source, hub.publish, host="ok", interval_s=0.05)
+    tasks = []
+    try:
+        tasks.append(asyncio.create_task(hung.run()))
+        await next_of(snaps, lambda s: s.host == "hung")
+        tasks.append(asyncio.create_task(ok.run()))
+        stale = await next_of(snaps, lambda s: s.host == "hung" and s.stale)
+        timeout = await next_of(errors, lambda r: r.host == "hung")
+        ok_ticks = 0
+        while ok_ticks < 5:  # the healthy host ticks while the hung call is still blocked
+            snap = await next_of(snaps, lambda s: s.host == "ok")
+            ok_ticks += 1
+        calls_while_hung = len(hung_calls)
+        assert not release.is_set()
+    finally:
+        release.set()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await hung_source.close()
+        await ok_source.close()
+    assert timeout.error.code is ErrorCode.TIMEOUT
+    assert stale.error and "did not answer" in stale.error
+    assert snap.stale is False
+    # the first tick learned the refusals (2 calls), then ONE call hung; no pile-up
+    assert calls_while_hung == 3

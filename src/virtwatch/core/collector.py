@@ -1,41 +1,64 @@
-"""The collector: one bulk stats call per host per tick, rates from counters,
-an immutable Snapshot published on the hub. Ticks never overlap; blocking libvirt
-calls run in a worker thread, never on the event loop.
+"""The collector: per host, per tick, ONE bulk stats call (getAllDomainStats, NOWAIT) for
+every domain, active and inactive; rates from counters; an immutable Snapshot on the hub.
+
+Cheap stats groups come every tick, expensive ones on a slower cadence (same single
+call, more group bits). Ticks never overlap; the blocking work runs in a worker thread
+(its own per collector under `run()`, so a hung host never starves another). When a
+tick fails or times out, the last good snapshot is republished with `stale=True`,
+`error`, `failed_since` and `next_try_at` (its `taken_at` stays: that is its age).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import psutil
 
+from virtwatch.core.config import Config, config_error, get_typed
 from virtwatch.core.connection import ConnectionSource
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
+from virtwatch.core.hostsample import HostSampler, LocalHostSampler, RemoteHostSampler
 from virtwatch.core.model import (
+    DOMAIN_SAMPLE_FIELDS,
+    DiskIo,
     DomainSample,
+    DomainState,
     HostFacts,
     HostSample,
     MemorySource,
+    NetIo,
     Snapshot,
+    domain_sample_of,
 )
-from virtwatch.core.rates import cpu_percent
+from virtwatch.core.rates import cpu_percent, disk_io, net_io
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.states import decode_state
 from virtwatch.core.stats import (
     STATS_BALLOON,
+    STATS_BLOCK,
     STATS_CPU_TOTAL,
+    STATS_INTERFACE,
     STATS_STATE,
     STATS_VCPU,
-    DomainStats,
+    BlockCounters,
+    NetCounters,
+    group_bits,
+    group_names,
+    has_balloon,
     memory_used,
     parse_record,
+    rejected_groups,
     version_text,
 )
 from virtwatch.core.uri import driver_of, is_local, redact_uri
@@ -43,14 +66,88 @@ from virtwatch.core.uri import driver_of, is_local, redact_uri
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 2.0
-TICK_GROUPS = STATS_STATE | STATS_CPU_TOTAL | STATS_BALLOON | STATS_VCPU
+DEFAULT_SLOW_INTERVAL_S = 10.0
+DEFAULT_TICK_TIMEOUT_S = 30.0
+# daemon-side cost for five QEMU VMs (notes/libvirt.md): STATE 0.2 ms, CPU_TOTAL 5.4,
+# VCPU 6.2, BALLOON 6.5, BLOCK 12; the brief puts VCPU (steal) with the cheap ones
+FAST_GROUPS = STATS_STATE | STATS_CPU_TOTAL | STATS_VCPU
+SLOW_GROUPS = STATS_BALLOON | STATS_BLOCK | STATS_INTERFACE
+TICK_GROUPS = FAST_GROUPS | SLOW_GROUPS
 QEMU_RUN_DIR = Path("/run/libvirt/qemu")
-BulkStats = list[tuple[libvirt.virDomain, dict[str, object]]]
+BulkStats = list[tuple[libvirt.virDomain, dict[str, Any]]]
+
+_NOWAIT = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+_ENFORCE = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+_REJECTED_ARGS = (
+    libvirt.VIR_ERR_INVALID_ARG,
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+)
+_INACTIVE_STATES = (int(DomainState.NOSTATE), int(DomainState.SHUTOFF))
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorSettings:
+    """How often and what to collect. Parsed from `[collector]` by `collector_settings`."""
+
+    interval_s: float = DEFAULT_INTERVAL_S
+    slow_interval_s: float = DEFAULT_SLOW_INTERVAL_S  # expensive groups at most this often
+    tick_timeout_s: float = DEFAULT_TICK_TIMEOUT_S  # a tick longer than this marks the host stale
+    fast_groups: int = FAST_GROUPS
+    slow_groups: int = SLOW_GROUPS
+
+
+_COLLECTOR_KEYS = ("interval", "slow_interval", "tick_timeout", "fast_groups", "slow_groups")
+
+
+def _groups_key(section: Mapping[str, Any], key: str, default: int, path: Path | None) -> int:
+    if key not in section:
+        return default
+    value = section[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise config_error(
+            f"collector.{key}", f"must be a list of group names, got {value!r}", path
+        )
+    try:
+        return group_bits(value)
+    except ValueError as err:
+        raise config_error(f"collector.{key}", str(err), path) from None
+
+
+def collector_settings(config: Config) -> CollectorSettings:
+    """`[collector]` -> CollectorSettings; a bad value raises ConfigError naming the key.
+
+    [collector]
+    interval = 2.0                 # seconds between ticks ([[hosts]] interval overrides)
+    slow_interval = 10.0           # seconds between ticks that add the slow groups
+    tick_timeout = 30.0            # a tick slower than this marks the host stale
+    fast_groups = ["state", "cpu_total", "vcpu"]
+    slow_groups = ["balloon", "block", "interface"]
+    """
+    sec = config.section("collector")
+    for key in sec:
+        if key not in _COLLECTOR_KEYS:
+            raise config_error(
+                f"collector.{key}",
+                f"unknown key (known: {', '.join(_COLLECTOR_KEYS)})",
+                config.path,
+            )
+    kw: dict[str, Any] = {"prefix": "collector", "path": config.path}
+    interval = get_typed(sec, "interval", DEFAULT_INTERVAL_S, minimum=0.1, maximum=3600, **kw)
+    slow = get_typed(sec, "slow_interval", DEFAULT_SLOW_INTERVAL_S, minimum=0.1, **kw)
+    timeout = get_typed(sec, "tick_timeout", DEFAULT_TICK_TIMEOUT_S, minimum=1.0, **kw)
+    fast_groups = _groups_key(sec, "fast_groups", FAST_GROUPS, config.path) | STATS_STATE
+    slow_groups = _groups_key(sec, "slow_groups", SLOW_GROUPS, config.path)
+    return CollectorSettings(interval, slow, timeout, fast_groups, slow_groups)
+
+
+# --- per-host memory between ticks ------------------------------------------------------
 
 
 @dataclass(slots=True)
 class _Config:
-    """What a domain's definition says, fetched once per (uuid, state) not per tick."""
+    """What a domain's definition says (dom.info()), read once per (uuid, state), not per tick.
+    Only needed where the bulk call lacks VCPU/BALLOON (the test driver gives STATE only)."""
 
     state: int
     vcpus: int
@@ -58,35 +155,56 @@ class _Config:
 
 
 @dataclass(slots=True)
-class _PolledDomain:
-    uuid: str
+class _Mem:
+    used: int | None
+    source: MemorySource
+    alloc: int | None
+    current: int | None
+    at: float
+
+
+@dataclass(slots=True)
+class _Dom:
+    """One domain's counters and carried slow-group values, for one run of its QEMU process."""
+
     name: str
-    domain_id: int | None
-    stats: DomainStats
-    config: _Config | None
-    started_at: float | None
+    domain_id: int
+    rec: dict[str, Any] | None = None
+    # the last sample's field values, kept while they depend on nothing but the record (no
+    # counters): a repeated record then costs one new object with a new measured_at
+    reuse: list[Any] | None = None
+    config: _Config | None = None
+    started_at: float | None = None
+    started_known: bool = False
+    vcpus: int | None = None
+    cpu: tuple[int, float] | None = None  # (cpu.time ns, monotonic)
+    delay: tuple[int, float] | None = None  # (sum of vcpu.N.delay ns, monotonic)
+    mem: _Mem | None = None
+    blocks: tuple[tuple[BlockCounters, ...], float] | None = None
+    nets: tuple[tuple[NetCounters, ...], float] | None = None
+    disk: DiskIo | None = None
+    net: NetIo | None = None
 
 
 @dataclass(slots=True)
-class _Poll:
-    facts: HostFacts
-    domains: list[_PolledDomain]
-    host_cpu_ns: tuple[int, int] | None  # (busy, total) cumulative, remote hosts only
-    host_mem: tuple[int, int] | None  # (total, used) KiB, remote hosts only
-    wall: float
-    mono: float
-    stats_calls: int
+class _Caps:
+    """What this host accepts, learned from its refusals and remembered."""
+
+    flags: int = _NOWAIT | _ENFORCE
+    unsupported: int = 0
 
 
 @dataclass(slots=True)
-class _State:
-    """Per-host memory between ticks: previous counters and cached definitions."""
-
-    configs: dict[str, _Config] = field(default_factory=dict)
-    started: dict[tuple[str, int], float | None] = field(default_factory=dict)
+class _HostState:
     facts: HostFacts | None = None
-    facts_conn: int | None = None
-    nowait: bool = True
+    caps: _Caps = field(default_factory=_Caps)
+    doms: dict[str, _Dom] = field(default_factory=dict)
+    uuids: dict[bytes, str] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # uuids in the order libvirt returned them
+    perm: list[int] = field(default_factory=list)  # that order -> sorted by (name, uuid)
+    last_slow: float | None = None  # monotonic time of the last tick with the slow groups
+    relearn: bool = False  # set by the loop after a failure: re-read facts and capabilities
+    ticks: int = 0
 
 
 def _domain_started_at(name: str) -> float | None:
@@ -98,6 +216,15 @@ def _domain_started_at(name: str) -> float | None:
         return None
 
 
+_MEASURED_AT = DOMAIN_SAMPLE_FIELDS.index("measured_at")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background poll's exception as seen (its tick already reported a timeout)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Collector:
     """Collects one host. `run()` loops until cancelled; `tick()` does one round."""
 
@@ -107,61 +234,158 @@ class Collector:
         publish: Callable[[object], None],
         *,
         host: str | None = None,
-        interval_s: float = DEFAULT_INTERVAL_S,
+        interval_s: float | None = None,
         notice: str | None = None,
+        settings: CollectorSettings | None = None,
+        host_sampler: HostSampler | None = None,
     ) -> None:
         self._source = source
         self._publish = publish
+        self.settings = settings or CollectorSettings()
         self.host = host or redact_uri(source.uri)
-        self.interval_s = interval_s
+        self.interval_s = interval_s if interval_s is not None else self.settings.interval_s
         self.notice = notice
-        self._state = _State()
-        self._local = is_local(source.uri)
-        self._qemu_local = self._local and driver_of(source.uri) == "qemu"
-        self._prev_cpu: dict[str, tuple[int, float]] = {}
-        self._prev_host_cpu: tuple[int, int] | None = None
+        uri = source.uri
+        self._local = is_local(uri)
+        self._qemu_local = self._local and driver_of(uri) == "qemu"
+        if host_sampler is not None:
+            self._sampler: HostSampler | None = host_sampler
+        elif driver_of(uri) == "test":
+            self._sampler = None  # the test driver's host is fictional; psutil would describe ours
+        elif self._local:
+            self._sampler = LocalHostSampler()
+        else:
+            self._sampler = RemoteHostSampler()
+        self._state = _HostState()
+        self._decoded: dict[tuple[int, int], tuple[DomainState, str]] = {}
         self._force = asyncio.Event()
-        self._ticks = 0
+        self._inflight: asyncio.Task[Snapshot] | None = None
+        self._failed_since: float | None = None
         self.last: Snapshot | None = None
-        if self._local and not source.uri.startswith("test:"):
-            psutil.cpu_percent(None)  # prime: the first call has no interval to measure
+        self.failures = 0
+
+    @property
+    def slow_interval_s(self) -> float:
+        return self.settings.slow_interval_s
+
+    @property
+    def tick_timeout_s(self) -> float:
+        return self.settings.tick_timeout_s
 
     def force_tick(self) -> None:
         """Wake the loop now (a lifecycle event arrived)."""
         self._force.set()
 
+    # --- async shell ---------------------------------------------------------------------
+
     async def run(self) -> None:
-        while True:
-            started = time.monotonic()
-            try:
-                await self.tick()
-            except AppError as err:
-                self._publish(ErrorReport.of(err, host=self.host))
-            remaining = self.interval_s - (time.monotonic() - started)
-            if remaining > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await self._force.wait()
-            self._force.clear()
+        """Tick every `interval_s` (next tick after the last ends) until cancelled.
+
+        Blocking work runs on this collector's own worker thread, so a host that hangs
+        holds only its own thread. A tick slower than `tick_timeout_s` is reported and
+        the host marked stale; its call is left to finish and no second one is started.
+        """
+        executor = ThreadPoolExecutor(1, thread_name_prefix=f"collector {self.host}")
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    async with asyncio.timeout(self.tick_timeout_s):
+                        await self._tick(executor)
+                except TimeoutError:
+                    self._failed(
+                        AppError(
+                            ErrorCode.TIMEOUT,
+                            f"{self.host} did not answer within {self.tick_timeout_s:g} s",
+                            "the host or libvirtd may be overloaded or hung; its last values "
+                            "stay on screen, marked stale",
+                            Severity.ERROR,
+                            {"host": self.host},
+                            transient=True,
+                        )
+                    )
+                except AppError as err:
+                    self._failed(err)
+                except Exception as err:  # a bug must not end collection for this host
+                    log.exception("collector %s: unexpected error", self.host)
+                    self._failed(
+                        AppError(
+                            ErrorCode.INTERNAL_ERROR,
+                            f"collecting {self.host} failed: {err.__class__.__name__}: {err}",
+                            "this is a bug in virtwatch; please report it with the log",
+                            Severity.ERROR,
+                        )
+                    )
+                remaining = self.interval_s - (time.monotonic() - started)
+                if remaining > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await self._force.wait()
+                self._force.clear()
+        finally:
+            if self._inflight is not None and not self._inflight.done():
+                self._inflight.cancel()
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def tick(self) -> Snapshot:
-        """One round: borrow a connection, one bulk stats call, publish a Snapshot."""
-        t0 = time.monotonic()
-        async with self._source.connection() as conn:
-            try:
-                poll = await asyncio.to_thread(self._poll, conn)
-            except libvirt.libvirtError as err:
-                raise from_libvirt(err, uri=self._source.uri, what="collecting stats") from err
-        snap = self._build(poll, time.monotonic() - t0)
+        """One round: borrow a connection, one bulk stats call, publish a Snapshot.
+
+        Raises AppError on failure (the caller decides; `run()` marks the host stale).
+        """
+        return await self._tick(None)
+
+    async def _tick(self, executor: Executor | None) -> Snapshot:
+        task = self._inflight
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._collect_async(executor, self._want_slow()))
+            task.add_done_callback(_retrieve)
+            self._inflight = task
+        snap = await asyncio.shield(task)  # a timed-out tick leaves the call running, once
+        self._failed_since = None
         self.last = snap
         self._publish(snap)
         return snap
 
-    # --- worker thread ---------------------------------------------------------
+    def _want_slow(self) -> bool:
+        last = self._state.last_slow
+        if last is None:
+            return True
+        # half an interval of slack, so a 10 s cadence at 2 s ticks is every 5th tick
+        return time.monotonic() - last >= self.slow_interval_s - self.interval_s / 2
+
+    async def _collect_async(self, executor: Executor | None, slow: bool) -> Snapshot:
+        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            # the libvirtError must cross the `async with`: the source drops dead connections
+            async with self._source.connection() as conn:
+                return await loop.run_in_executor(executor, self._collect, conn, slow, t0)
+        except libvirt.libvirtError as err:
+            raise from_libvirt(err, uri=self._source.uri, what="collecting stats") from err
+
+    def _failed(self, err: AppError) -> None:
+        """Report the error; republish the last good snapshot as stale, with its age."""
+        now = time.time()
+        self.failures += 1
+        self._state.relearn = True  # the host may come back upgraded or with other limits
+        self._publish(ErrorReport.of(err, host=self.host))
+        if self._failed_since is None:
+            self._failed_since = now
+        if self.last is not None:
+            self.last = dataclasses.replace(
+                self.last,
+                stale=True,
+                error=err.one_line(),
+                failed_since=self._failed_since,
+                next_try_at=now + self.interval_s,
+            )
+            self._publish(self.last)
+
+    # --- worker thread -------------------------------------------------------------------
 
     def _facts(self, conn: libvirt.virConnect) -> HostFacts:
         st = self._state
-        if st.facts is None or st.facts_conn != id(conn):
+        if st.facts is None:
             info = conn.getInfo()
             st.facts = HostFacts(
                 uri=redact_uri(self._source.uri),
@@ -172,159 +396,212 @@ class Collector:
                 cpus=int(info[2]),
                 memory_kib=int(info[1]) * 1024,
             )
-            st.facts_conn = id(conn)
         return st.facts
 
-    def _bulk(self, conn: libvirt.virConnect) -> BulkStats:
-        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT if self._state.nowait else 0
-        try:
-            records: BulkStats = conn.getAllDomainStats(TICK_GROUPS, flags)
-            return records
-        except libvirt.libvirtError as err:
-            if flags and err.get_error_code() in (
-                libvirt.VIR_ERR_INVALID_ARG,
-                libvirt.VIR_ERR_NO_SUPPORT,
-                libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
-            ):
-                self._state.nowait = False  # an old daemon: poll without NOWAIT from now on
-                fallback: BulkStats = conn.getAllDomainStats(TICK_GROUPS, 0)
-                return fallback
-            raise
+    def _bulk(self, conn: libvirt.virConnect, groups: int) -> tuple[BulkStats, int, int]:
+        """(records, calls made, groups asked). One call, unless the host refuses something:
+        then drop exactly what it refused (or NOWAIT, or ENFORCE) and remember it."""
+        caps = self._state.caps
+        want = groups & ~caps.unsupported
+        calls = 0
+        while True:
+            calls += 1
+            try:
+                records: BulkStats = conn.getAllDomainStats(want, caps.flags)
+                return records, calls, want
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in _REJECTED_ARGS:
+                    raise
+                bits = rejected_groups(str(err.get_error_message() or "")) & want & ~STATS_STATE
+                if bits:
+                    caps.unsupported |= bits
+                    want &= ~bits
+                    log.info("%s: stats groups not supported: %s", self.host, group_names(bits))
+                elif caps.flags & _NOWAIT:
+                    caps.flags &= ~_NOWAIT  # an old daemon (< 4.5): poll without NOWAIT
+                elif caps.flags & _ENFORCE:
+                    caps.flags &= ~_ENFORCE  # let the daemon skip what it cannot give
+                elif want != STATS_STATE:
+                    caps.unsupported |= want & ~STATS_STATE
+                    want = STATS_STATE
+                else:
+                    raise
 
-    def _poll(self, conn: libvirt.virConnect) -> _Poll:
-        facts = self._facts(conn)
-        records = self._bulk(conn)
-        wall, mono = time.time(), time.monotonic()
+    def _collect(self, conn: libvirt.virConnect, slow: bool, t0: float) -> Snapshot:
         st = self._state
-        seen: set[str] = set()
-        out: list[_PolledDomain] = []
-        for dom, rec in records:
-            uuid = dom.UUIDString()
-            seen.add(uuid)
-            stats = parse_record(rec)
-            name = dom.name()
-            raw_id = dom.ID()
-            domain_id = raw_id if raw_id >= 0 else None
-            config = st.configs.get(uuid)
-            if (stats.vcpus is None or stats.balloon_maximum_kib is None) and (
-                config is None or config.state != stats.state
-            ):
-                # the driver's bulk call lacks these groups: read the definition once per
-                # state change, not every tick
-                try:
-                    info = dom.info()
-                    config = _Config(stats.state, int(info[3]), int(info[1]))
-                    st.configs[uuid] = config
-                except libvirt.libvirtError:
-                    config = None
-            started_at = None
-            if self._qemu_local and domain_id is not None:
-                key = (uuid, domain_id)
-                if key not in st.started:
-                    st.started[key] = _domain_started_at(name)
-                started_at = st.started[key]
-            out.append(_PolledDomain(uuid, name, domain_id, stats, config, started_at))
-        for gone in set(st.configs) - seen:
-            del st.configs[gone]
-        st.started = {k: v for k, v in st.started.items() if k[0] in seen}
-        host_cpu = host_mem = None
-        if not self._local:
-            host_cpu, host_mem = self._remote_host(conn)
-        return _Poll(facts, out, host_cpu, host_mem, wall, mono, 1)
-
-    @staticmethod
-    def _remote_host(
-        conn: libvirt.virConnect,
-    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-        cpu = mem = None
-        with contextlib.suppress(libvirt.libvirtError):
-            c = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
-            total = sum(int(v) for v in c.values())
-            cpu = (total - int(c.get("idle", 0)) - int(c.get("iowait", 0)), total)
-        with contextlib.suppress(libvirt.libvirtError):
-            m = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
-            total_kib = int(m.get("total", 0))
-            free = int(m.get("free", 0)) + int(m.get("buffers", 0)) + int(m.get("cached", 0))
-            mem = (total_kib, max(0, total_kib - free))
-        return cpu, mem
-
-    # --- event loop ---------------------------------------------------------------
-
-    def _host_sample(self, poll: _Poll) -> HostSample | None:
-        if self._source.uri.startswith("test:"):
-            return None  # the test driver's host is fictional; psutil would describe ours
-        if self._local:
-            vm = psutil.virtual_memory()
-            return HostSample(
-                cpu_pct=psutil.cpu_percent(None),
-                mem_total_kib=vm.total // 1024,
-                mem_used_kib=(vm.total - vm.available) // 1024,
-                source="psutil",
-                measured_at=poll.wall,
-            )
-        cpu_pct = None
-        if poll.host_cpu_ns is not None:
-            prev, self._prev_host_cpu = self._prev_host_cpu, poll.host_cpu_ns
-            if prev is not None and poll.host_cpu_ns[1] > prev[1]:
-                busy = poll.host_cpu_ns[0] - prev[0]
-                cpu_pct = max(0.0, min(100.0, 100.0 * busy / (poll.host_cpu_ns[1] - prev[1])))
-        total, used = poll.host_mem if poll.host_mem else (None, None)
-        return HostSample(cpu_pct, total, used, "libvirt", poll.wall)
-
-    def _build(self, poll: _Poll, duration_s: float) -> Snapshot:
-        self._ticks += 1
-        prev_cpu = self._prev_cpu
-        next_cpu: dict[str, tuple[int, float]] = {}
-        host_cpus = poll.facts.cpus
-        domains: list[DomainSample] = []
-        for d in poll.domains:
-            s = d.stats
-            state, text = decode_state(s.state, s.reason)
-            vcpus = s.vcpus if s.vcpus is not None else (d.config.vcpus if d.config else None)
-            alloc = s.balloon_maximum_kib
-            if alloc is None and d.config is not None:
-                alloc = d.config.max_mem_kib
-            used, source = memory_used(s) if state.is_active else (None, "unknown")
-            pct = host_pct = None
-            if s.cpu_time_ns is not None and state.is_active:
-                next_cpu[d.uuid] = (s.cpu_time_ns, poll.mono)
-                before = prev_cpu.get(d.uuid)
-                if before is not None:
-                    dt = poll.mono - before[1]
-                    pct = cpu_percent(before[0], s.cpu_time_ns, dt, vcpus)
-                    host_pct = cpu_percent(before[0], s.cpu_time_ns, dt, host_cpus)
-            domains.append(
-                DomainSample(
-                    uuid=d.uuid,
-                    name=d.name,
-                    state=state,
-                    reason=s.reason,
-                    state_text=text,
-                    domain_id=d.domain_id,
-                    vcpus=vcpus,
-                    cpu_time_ns=s.cpu_time_ns,
-                    cpu_pct=pct,
-                    cpu_host_pct=host_pct,
-                    mem_alloc_kib=alloc,
-                    mem_used_kib=used,
-                    mem_source=MemorySource(source),
-                    started_at=d.started_at,
-                    measured_at=poll.wall,
-                )
-            )
-        self._prev_cpu = next_cpu
-        domains.sort(key=lambda x: (x.name, x.uuid))
+        if st.relearn:
+            st.facts, st.caps, st.relearn = None, _Caps(), False
+            if self._sampler is not None:
+                self._sampler.reset()
+        facts = self._facts(conn)
+        groups = self.settings.fast_groups | STATS_STATE
+        if slow:
+            groups |= self.settings.slow_groups
+        records, calls, asked = self._bulk(conn, groups)
+        mono, wall = time.monotonic(), time.time()
+        domains = self._domains(records, mono, wall, facts.cpus)
+        host_sample = self._host_sample(conn)
+        if slow:
+            st.last_slow = t0
+        st.ticks += 1
         return Snapshot(
             host=self.host,
-            facts=poll.facts,
-            host_sample=self._host_sample(poll),
-            domains=tuple(domains),
-            taken_at=poll.wall,
-            tick=self._ticks,
-            duration_s=duration_s,
-            stats_calls=poll.stats_calls,
+            facts=facts,
+            host_sample=host_sample,
+            domains=domains,
+            taken_at=wall,
+            tick=st.ticks,
+            duration_s=time.monotonic() - t0,
+            stats_calls=calls,
             notice=self.notice,
+            groups=group_names(asked),
+            unsupported_groups=group_names(st.caps.unsupported),
         )
+
+    def _host_sample(self, conn: libvirt.virConnect) -> HostSample | None:
+        if self._sampler is None:
+            return None
+        try:
+            return self._sampler.sample(conn)
+        except (OSError, psutil.Error) as err:  # /proc unreadable: unknown, not fatal
+            log.warning("host sample of %s failed: %s", self.host, err)
+            return None
+
+    def _domains(
+        self, records: BulkStats, mono: float, wall: float, host_cpus: int
+    ) -> tuple[DomainSample, ...]:
+        st = self._state
+        before = st.doms
+        seen: dict[str, _Dom] = {}
+        samples: list[DomainSample] = []
+        order: list[str] = []
+        renamed = False
+        uuids = st.uuids
+        inactive = _INACTIVE_STATES
+        for dom, rec in records:
+            raw = dom.UUID()
+            uuid = uuids.get(raw)
+            if uuid is None:
+                uuid = uuids[raw] = str(uuidlib.UUID(bytes=raw))
+            name = dom.name()
+            domain_id = -1 if rec.get("state.state", 0) in inactive else dom.ID()
+            m = before.get(uuid)
+            if m is None or m.domain_id != domain_id:
+                # new, started, stopped or restarted: counters of another QEMU run mean nothing
+                m = _Dom(name, domain_id, config=m.config if m is not None else None)
+            elif m.name != name:
+                m.name, m.reuse, renamed = name, None, True
+            values = m.reuse
+            if values is not None and m.rec == rec:
+                values[_MEASURED_AT] = wall
+                sample = domain_sample_of(values)
+            else:
+                sample = self._sample(dom, rec, m, uuid, name, mono, wall, host_cpus)
+                m.rec = rec
+            seen[uuid] = m
+            order.append(uuid)
+            samples.append(sample)
+        st.doms = seen
+        if len(uuids) > 2 * len(seen) + 64:
+            st.uuids = {k: v for k, v in uuids.items() if v in seen}
+        if renamed or order != st.order:
+            st.perm = sorted(range(len(samples)), key=lambda i: (samples[i].name, samples[i].uuid))
+            st.order = order
+        return tuple(samples[i] for i in st.perm)
+
+    def _decode(self, state: int, reason: int) -> tuple[DomainState, str]:
+        key = (state, reason)
+        hit = self._decoded.get(key)
+        if hit is None:
+            hit = self._decoded[key] = decode_state(state, reason)
+        return hit
+
+    def _sample(
+        self,
+        dom: libvirt.virDomain,
+        rec: dict[str, Any],
+        m: _Dom,
+        uuid: str,
+        name: str,
+        mono: float,
+        wall: float,
+        host_cpus: int,
+    ) -> DomainSample:
+        s = parse_record(rec)
+        state, text = self._decode(s.state, s.reason)
+        active = state.is_active
+        if s.vcpus is not None:
+            m.vcpus = s.vcpus
+        # slow groups: read when this tick asked for them, else carried (with their own
+        # measurement time) from the last tick that did; also when NOWAIT skipped a busy VM
+        if has_balloon(rec):
+            used, source = memory_used(s) if active else (None, "unknown")
+            m.mem = _Mem(
+                used, MemorySource(source), s.balloon_maximum_kib, s.balloon_current_kib, wall
+            )
+        vcpus = m.vcpus
+        alloc = m.mem.alloc if m.mem is not None else None
+        if (vcpus is None or alloc is None) and (m.config is None or m.config.state != s.state):
+            # the bulk call lacks these groups: read the definition once per state change
+            try:
+                info = dom.info()
+                m.config = _Config(s.state, int(info[3]), int(info[1]))
+            except libvirt.libvirtError:
+                m.config = None
+        if m.config is not None:
+            vcpus = vcpus if vcpus is not None else m.config.vcpus
+            alloc = alloc if alloc is not None else m.config.max_mem_kib
+        if self._qemu_local and active and not m.started_known:
+            m.started_at, m.started_known = _domain_started_at(name), True
+        pct = host_pct = delay_pct = None
+        counters = False
+        if active and s.cpu_time_ns is not None:
+            counters = True
+            if m.cpu is not None:
+                dt = mono - m.cpu[1]
+                pct = cpu_percent(m.cpu[0], s.cpu_time_ns, dt, vcpus)
+                host_pct = cpu_percent(m.cpu[0], s.cpu_time_ns, dt, host_cpus)
+            m.cpu = (s.cpu_time_ns, mono)
+        if active and s.vcpu_delay_ns is not None:
+            counters = True
+            if m.delay is not None:
+                delay_pct = cpu_percent(m.delay[0], s.vcpu_delay_ns, mono - m.delay[1], vcpus)
+            m.delay = (s.vcpu_delay_ns, mono)
+        if s.blocks is not None:
+            counters = True
+            prev_b, dt_b = (m.blocks[0], mono - m.blocks[1]) if m.blocks else (None, 0.0)
+            m.disk = disk_io(prev_b if active else None, s.blocks, dt_b, wall)
+            m.blocks = (s.blocks, mono)
+        if s.nets is not None:
+            counters = True
+            prev_n, dt_n = (m.nets[0], mono - m.nets[1]) if m.nets else (None, 0.0)
+            m.net = net_io(prev_n if active else None, s.nets, dt_n, wall)
+            m.nets = (s.nets, mono)
+        mem = m.mem
+        sample = DomainSample(
+            uuid=uuid,
+            name=name,
+            state=state,
+            reason=s.reason,
+            state_text=text,
+            domain_id=m.domain_id if m.domain_id >= 0 else None,
+            vcpus=vcpus,
+            cpu_time_ns=s.cpu_time_ns if active else None,
+            cpu_pct=pct,
+            cpu_host_pct=host_pct,
+            mem_alloc_kib=alloc,
+            mem_used_kib=mem.used if mem is not None else None,
+            mem_source=mem.source if mem is not None else MemorySource.UNKNOWN,
+            started_at=m.started_at if active else None,
+            measured_at=wall,
+            vcpu_delay_pct=delay_pct,
+            mem_current_kib=mem.current if mem is not None else None,
+            mem_measured_at=mem.at if mem is not None else None,
+            disk=m.disk,
+            net=m.net,
+        )
+        m.reuse = None if counters else [getattr(sample, f) for f in DOMAIN_SAMPLE_FIELDS]
+        return sample
 
 
 def connection_error(uri: str, err: Exception) -> AppError:

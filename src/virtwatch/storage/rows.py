@@ -72,22 +72,51 @@ def _finite(value: float | int | None) -> bool:
 
 
 def rows_from_snapshot(snap: Snapshot) -> list[SampleRow]:
-    """The values of one snapshot worth keeping, as rows. Unknown values are not invented."""
+    """The values of one snapshot worth keeping, as rows. Unknown values are not invented.
+
+    A stale snapshot (the host stopped answering; its last values republished) gives no
+    rows: they were stored when measured. Values the collector reads on its slow cadence
+    (memory, disk, network) are stored on the tick that measured them, not carried ones.
+    """
+    if snap.stale:
+        return []
     ts = ms(snap.taken_at)
     rows: list[SampleRow] = []
     hs = snap.host_sample
     if hs is not None:
+        psi = {p.resource: p.some_avg10 for p in hs.psi}
         for metric, value in (
             ("host.cpu_pct", hs.cpu_pct),
             ("host.mem_used_kib", hs.mem_used_kib),
+            ("host.swap_used_kib", hs.swap_used_kib),
+            ("host.load1", hs.load1),
+            ("host.disk_read_bps", hs.disk_read_bps),
+            ("host.disk_write_bps", hs.disk_write_bps),
+            ("host.net_rx_bps", hs.net_rx_bps),
+            ("host.net_tx_bps", hs.net_tx_bps),
+            ("host.psi_cpu_some", psi.get("cpu")),
+            ("host.psi_memory_some", psi.get("memory")),
+            ("host.psi_io_some", psi.get("io")),
         ):
             if value is not None and _finite(value):
                 rows.append(SampleRow(snap.host, "", "", metric, ts, float(value)))
     for d in snap.domains:
+        fresh_mem = d.mem_measured_at is None or d.mem_measured_at == d.measured_at
+        disk = d.disk if d.disk is not None and d.disk.measured_at == d.measured_at else None
+        net = d.net if d.net is not None and d.net.measured_at == d.measured_at else None
         for metric, v in (
             ("cpu_pct", d.cpu_pct),
-            ("mem_used_kib", d.mem_used_kib),
-            ("mem_alloc_kib", d.mem_alloc_kib),
+            ("vcpu_delay_pct", d.vcpu_delay_pct),
+            ("mem_used_kib", d.mem_used_kib if fresh_mem else None),
+            ("mem_alloc_kib", d.mem_alloc_kib if fresh_mem else None),
+            ("disk_rd_bps", disk.rd_bps if disk else None),
+            ("disk_wr_bps", disk.wr_bps if disk else None),
+            ("disk_rd_iops", disk.rd_iops if disk else None),
+            ("disk_wr_iops", disk.wr_iops if disk else None),
+            ("net_rx_bps", net.rx_bps if net else None),
+            ("net_tx_bps", net.tx_bps if net else None),
+            ("net_errs_ps", net.errs_ps if net else None),
+            ("net_drops_ps", net.drops_ps if net else None),
         ):
             if v is not None and _finite(v):
                 rows.append(SampleRow(snap.host, d.uuid, d.name, metric, ts, float(v)))
