@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -61,7 +60,6 @@ from virtwatch.storage.export import (
 )
 from virtwatch.storage.migrate import head_revision
 from virtwatch.storage.queries import Queries
-from virtwatch.storage.recorder import SampleRecorder
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline import TimelineQueries
 from virtwatch.storage.writer import StoreWriter
@@ -114,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboard", parents=[common], help="the live dashboard (default)")
     dash.add_argument("--read-only", action="store_true", help="open read-only connections")
     dash.add_argument("--no-demo", action="store_true", help="never fall back to the demo host")
+    for parser in (p, dash):
+        _dashboard_flags(parser, hidden=parser is p)
     snap = sub.add_parser("snapshot", parents=[common], help="print one snapshot and exit")
     snap.add_argument("--json", action="store_true", required=True, help="JSON on stdout")
     db = sub.add_parser("db", help="database maintenance")
@@ -179,29 +179,52 @@ async def choose_host(flag: str | None, *, allow_demo: bool, read_only: bool) ->
     return Chosen(uri, None)
 
 
-async def run_dashboard(args: argparse.Namespace) -> int:
-    from virtwatch.tui.app import VirtwatchApp  # Textual loads only for the screen
+def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
+    """The dashboard's own flags (they override the config's [ui] table)."""
 
+    def say(text: str) -> str:
+        return argparse.SUPPRESS if hidden else text
+
+    parser.add_argument("--config", help=say("config file (default: platform config dir)"))
+    parser.add_argument(
+        "--refresh", type=_positive, default=None, help=say("seconds between screen updates")
+    )
+    parser.add_argument("--theme", default=None, help=say("a Textual theme name"))
+
+
+async def run_dashboard(args: argparse.Namespace) -> int:
+    from virtwatch.core.config import load_config
+    from virtwatch.tui.factory import make_app  # Textual loads only for the screen
+    from virtwatch.tui.settings import default_config_path
+
+    config_path = Path(args.config) if args.config else default_config_path()
+    config = load_config(config_path)
     prepare_libvirt()
     chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
     hub = Hub()
-    async with Store(db_url(args.db or default_db_path())) as store:
-        recorder = SampleRecorder(store, hub)
-        writer = asyncio.create_task(recorder.run(), name="sample-recorder")
-        try:
-            host = HostConfig(
-                chosen.uri,
-                name=chosen.name,
+    async with Store(db_url(args.db or default_db_path())) as store, StoreWriter(store, hub):
+        # the writer stores samples and every record (audit rows of the UI's actions too)
+        host = HostConfig(
+            chosen.uri,
+            name=chosen.name,
+            read_only=args.read_only,
+            interval_s=args.interval,
+            notice=chosen.notice,
+        )
+        async with Runtime([host], hub=hub) as rt, TaskRunner(hub.publish) as runner:
+            app = make_app(
+                hub,
+                config=config,
+                config_path=config_path,
                 read_only=args.read_only,
                 interval_s=args.interval,
-                notice=chosen.notice,
+                theme=args.theme,
+                refresh_s=args.refresh,
+                runner=runner,
+                sources=rt.pools,
+                queries=Queries(store),
             )
-            async with Runtime([host], hub=hub):
-                await VirtwatchApp(hub).run_async()
-        finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await app.run_async()
     return 0
 
 
@@ -277,7 +300,8 @@ async def run_record(args: argparse.Namespace) -> int:
                     )
                     await stop.wait()
             print(
-                f"virtwatch: stopped; {writer.rows_written} rows written",
+                f"virtwatch: stopped; {writer.samples_written} samples and "
+                f"{writer.records_written} records written",
                 file=sys.stderr,
                 flush=True,
             )
