@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/pool.py [--uri qemu:///system] [--rounds 7] [--calls 2000]
 
-1. Overhead: a bare call (`getLibVersion` in a worker thread on an open connection)
-   vs the same call on a connection borrowed from the pool and returned, and a borrow
-   + return with no call at all. Median over rounds of the per-call time.
+1. Overhead: a bare call (`getLibVersion` in a worker thread on an open connection,
+   with and without keepalive) vs the same call on a connection borrowed from the pool
+   and returned, and a borrow + return with no call at all. The variants take turns
+   call by call; each round's median call time, then the median over rounds.
 2. Throughput: 200 concurrent short calls through a pool of 1 connection vs N, and
    (for reference) 200 calls sharing one bare connection with no pool at all.
    Median over rounds of the wall time; ratios against the 1-connection pool.
@@ -19,7 +20,7 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
@@ -31,12 +32,18 @@ from virtwatch.core.pool import LibvirtPool, PoolSettings
 CONCURRENT = 200
 
 
-async def per_call(fn: Callable[[], Awaitable[object]], calls: int) -> float:
-    """Seconds per call, `calls` calls in sequence."""
-    started = time.perf_counter()
+async def paired(
+    variants: Mapping[str, Callable[[], Awaitable[object]]], calls: int
+) -> dict[str, list[float]]:
+    """Each variant's single-call durations, the variants taking turns call by call, so
+    that the machine's drift (it is noisy) hits every variant alike."""
+    out: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(calls):
-        await fn()
-    return (time.perf_counter() - started) / calls
+        for key, fn in variants.items():
+            started = time.perf_counter()
+            await fn()
+            out[key].append(time.perf_counter() - started)
+    return out
 
 
 async def wall(fn: Callable[[], Awaitable[object]], n: int) -> float:
@@ -77,13 +84,12 @@ async def overhead(uri: str, rounds: int, calls: int) -> dict[str, float]:
             "pooled": pooled,
             "borrow": borrow_only,
         }
-        samples: dict[str, list[float]] = {k: [] for k in variants}
-        for fn in variants.values():
-            await per_call(fn, 50)  # warm up threads and sockets
-        for _ in range(rounds):  # interleaved, so drift hits every variant alike
-            for key, fn in variants.items():
-                samples[key].append(await per_call(fn, calls))
-        return {k: statistics.median(v) for k, v in samples.items()}
+        await paired(variants, 50)  # warm up threads and sockets
+        medians: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for key, durations in (await paired(variants, calls)).items():
+                medians[key].append(statistics.median(durations))
+        return {k: statistics.median(v) for k, v in medians.items()}
     finally:
         await pool.close()
         await asyncio.to_thread(bare_conn.close)
@@ -131,7 +137,7 @@ async def main(args: argparse.Namespace) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64))
     print(f"uri {args.uri}, {args.rounds} rounds, medians")
     o = await overhead(args.uri, args.rounds, args.calls)
-    print(f"\n1. per call ({args.calls} sequential calls per round)")
+    print(f"\n1. per call ({args.calls} calls of each per round, taking turns)")
     print(f"   bare call (to_thread getLibVersion)        {o['bare'] * 1e6:8.1f} us")
     print(f"   bare call, keepalive on (as pooled)        {o['keepalive'] * 1e6:8.1f} us")
     print(f"   borrow + call + release                    {o['pooled'] * 1e6:8.1f} us")

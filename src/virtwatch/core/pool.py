@@ -565,6 +565,11 @@ class LibvirtPool:
         Raises AppError: after `timeout` (default settings.acquire_timeout_s) naming the
         pool's state; at once while the host is unreachable and a retry is pending."""
         self._check_open()
+        entry = self._lend_now()
+        if entry is not None:  # the common case: no waiting, no timer, no probe
+            self._waits.append(0.0)
+            self._changed()
+            return entry.conn
         limit = self.settings.acquire_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         try:
@@ -580,6 +585,18 @@ class LibvirtPool:
         self._waits.append(time.monotonic() - started)
         self._changed()
         return entry.conn
+
+    def _lend_now(self) -> _Entry | None:
+        """The most recently used idle entry, if nobody waits and it needs no probe."""
+        if self._waiters or not self._idle:
+            return None
+        entry = self._idle[-1]
+        idle_for = time.monotonic() - max(entry.last_used, entry.last_checked)
+        if entry.dead or entry.check_first or idle_for >= self.settings.check_after_idle_s:
+            return None
+        self._idle.pop()
+        self._in_use[id(entry.conn)] = entry
+        return entry
 
     def release(self, conn: libvirt.virConnect, *, dead: bool = False) -> None:
         """Give back a connection from `acquire()`. Never blocks. `dead=True` when a call
@@ -707,6 +724,7 @@ class LibvirtPool:
             self._destroy(entry)
             raise self._closed_error()
         self._in_use[id(entry.conn)] = entry
+        self._update_link()
         self._changed()
         return entry
 
@@ -1041,6 +1059,7 @@ class LibvirtPool:
             self._wake.clear()
             await self._replenish()
             self._offer_slots()  # a backoff that ended may let waiters open
+            self._update_link()  # e.g. an outage that settled once waiters were served
             now = time.monotonic()
             self._reap_idle(now)
             await self._check_idle(now)
@@ -1082,6 +1101,7 @@ class LibvirtPool:
                 self._destroy(entry)
                 return
             self._put_back(entry)
+            self._update_link()
             self._changed()
 
     def _reap_idle(self, now: float) -> None:
@@ -1140,6 +1160,7 @@ class LibvirtPool:
         if self._dedicated.get(dedicated.name) is dedicated:
             del self._dedicated[dedicated.name]
             self._slot_freed()
+            self._update_link()
             self._changed()
 
     # --- statistics -------------------------------------------------------------------
@@ -1168,9 +1189,7 @@ class LibvirtPool:
         )
 
     def _changed(self) -> None:
-        """Re-judge the host's state; publish stats soon (coalesced: at most one record
-        per 0.2 s from changes)."""
-        self._update_link()
+        """Publish stats soon (coalesced: at most one record per 0.2 s from changes)."""
         if self._publish is None or self._stats_handle is not None or self._loop is None:
             return
         if self._state is SourceState.CLOSED:
