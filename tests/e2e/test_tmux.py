@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -121,6 +122,61 @@ def test_a_persistent_vm_shows_shut_off_after_destroy(screen: Screen, tmp_path: 
             6,
             f"{name} shown as destroyed",
         )
+    finally:
+        subprocess.run(["virsh", "-c", QEMU_URI, "destroy", name], capture_output=True)
+        subprocess.run(["virsh", "-c", QEMU_URI, "undefine", name], capture_output=True)
+
+
+def test_force_off_from_the_keyboard_stops_the_vm_and_leaves_an_audit_row(
+    screen: Screen, tmp_path: Path
+) -> None:
+    """Filter to a fresh VM, press F, confirm with y: virsh sees it shut off, the row
+    says so, and the database holds one verified force_off audit row for it."""
+    import sqlite3
+
+    wait_for(lambda: "Machines" in screen(), 20, "the dashboard")
+    name = unique_name("vwe2e")
+    xml = tmp_path / "vm.xml"
+    xml.write_text(diskless_xml(name))
+
+    def virsh(*args: str) -> str:
+        return subprocess.run(
+            ["virsh", "-c", QEMU_URI, *args], check=True, timeout=60, capture_output=True, text=True
+        ).stdout
+
+    virsh("define", str(xml))
+    try:
+        virsh("start", name)
+        wait_for(lambda: name in screen(), 8, f"{name} on screen")
+        tmux("send-keys", "-t", screen.session, "/")
+        tmux("send-keys", "-t", screen.session, "-l", name)
+        tmux("send-keys", "-t", screen.session, "Enter")
+        wait_for(lambda: "1 of" in screen(), 5, "the filter to leave one row")
+        tmux("send-keys", "-t", screen.session, "F")
+        wait_for(lambda: "Force off this VM?" in screen(), 5, "the confirmation")
+        assert f"{name} on qemu:///system" in screen()
+        tmux("send-keys", "-t", screen.session, "y")
+        wait_for(
+            lambda: virsh("domstate", name).strip() == "shut off", 30, f"{name} to be shut off"
+        )
+        wait_for(
+            lambda: any(name in ln and "shut off" in ln for ln in screen().splitlines()),
+            10,
+            f"{name} shown as shut off",
+        )
+        db = tmp_path / "e2e.db"
+
+        def audit_rows() -> list[tuple[str, str, str]]:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                return conn.execute(
+                    "SELECT action, outcome, user FROM audit WHERE vm_name = ?", (name,)
+                ).fetchall()
+
+        wait_for(lambda: bool(audit_rows()), 10, "the audit row")
+        rows = audit_rows()
+        assert len(rows) == 1
+        assert rows[0][:2] == ("force_off", "verified")
+        assert rows[0][2]
     finally:
         subprocess.run(["virsh", "-c", QEMU_URI, "destroy", name], capture_output=True)
         subprocess.run(["virsh", "-c", QEMU_URI, "undefine", name], capture_output=True)

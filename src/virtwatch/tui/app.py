@@ -66,6 +66,7 @@ class VirtwatchApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
+        Binding("i", "timeline", "Timeline"),
     ]
 
     def __init__(
@@ -238,6 +239,11 @@ class VirtwatchApp(App[None]):
                 lambda: list(self.board.tasks.values()), self.task_control, clock=self._clock
             )
         )
+
+    def action_timeline(self) -> None:
+        from virtwatch.tui.timeline import show_timeline  # the screen imports this module
+
+        show_timeline(self, clock=self._clock)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -9,12 +9,14 @@ runtime and the store and wires them together.
     virtwatch vm ACTION NAME [--uri URI] [--timeout S]    start/shutdown/... one VM, verified
     virtwatch timeline --since T [--until T] [--vm V] [--host H] [--json]   incident timeline
     virtwatch export --since T [--until T] [--vm V] [--output FILE]         JSON for a ticket
+    virtwatch health [--uri URI] [--db PATH] [--json]     every health check once; exit 0/1/2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -151,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--json", action="store_true", help="JSON on stdout")
     ex = sub.add_parser("export", parents=[window], help="write a window as one JSON document")
     ex.add_argument("--output", default="-", help="file to write (default: stdout)")
+    hc = sub.add_parser(
+        "health", help="run every health check once; exit 0 ok, 1 warn (or unknown), 2 crit"
+    )
+    hc.add_argument("--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)")
+    hc.add_argument("--db", help="also check this database (and store the results in it)")
+    hc.add_argument("--config", help="config file (default: platform config dir)")
+    hc.add_argument("--json", action="store_true", help="JSON on stdout")
     return p
 
 
@@ -431,6 +440,85 @@ async def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_health(args: argparse.Namespace) -> int:
+    """Every health check once, headless: a table (or --json) on stdout; the exit code is
+    the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
+    from virtwatch.core.checks import CATALOGUE, HostProbes, collector_probes, host_checks
+    from virtwatch.core.checks import store_check
+    from virtwatch.core.config import load_config
+    from virtwatch.core.events import DomainEventStream
+    from virtwatch.core.health import HealthMonitor, HealthRegistry, exit_code, health_settings
+    from virtwatch.core.health import worst
+    from virtwatch.core.uri import driver_of
+    from virtwatch.tui.settings import default_config_path
+
+    prepare_libvirt()
+    config = load_config(Path(args.config) if args.config else default_config_path())
+    settings = health_settings(config, CATALOGUE)
+    uri, _explicit = resolve_uri(args.uri)
+    hub = Hub()
+    host = HostConfig(uri, read_only=True, interval_s=0.5)
+    async with contextlib.AsyncExitStack() as stack:
+        rt = await stack.enter_async_context(Runtime([host], hub=hub))
+        pool = rt.pools[host.label]
+        collector = rt.collectors[0]
+        events = await stack.enter_async_context(
+            DomainEventStream(pool.dedicated("events"), hub.publish, host=host.label)
+        )
+        deadline = time.monotonic() + 10.0  # two ticks give rates; a dead host gives up
+        while time.monotonic() < deadline and not collector.failures:
+            if collector.last is not None and collector.last.tick >= 2:
+                break
+            await asyncio.sleep(0.1)
+        sample, snapshot = collector_probes(host.label, lambda: collector.last)
+        probes = HostProbes(
+            host.label,
+            source=pool,
+            pool=pool,
+            events=events,
+            host_sample=None if driver_of(uri) == "test" else sample,  # a fictional host
+            snapshot=snapshot,
+        )
+        checks = host_checks(settings, probes)
+        writer = None
+        if args.db:
+            store = await stack.enter_async_context(Store(db_url(args.db)))
+            writer = await stack.enter_async_context(StoreWriter(store, hub))
+        monitor = HealthMonitor(HealthRegistry(checks), hub.publish, settings)
+        results = await monitor.run_once()
+        if writer is not None:
+            await writer.flush()  # this run's results: the write itself is the probe
+            results += await monitor.run_check(store_check(settings, writer))
+    code = exit_code(r.state for r in results)
+    if args.json:
+        doc = {
+            "state": worst(r.state for r in results).label,
+            "exit_code": code,
+            "results": [
+                {
+                    "check": r.check,
+                    "host": r.host,
+                    "subject": r.subject,
+                    "state": r.state.label,
+                    "value": r.value,
+                    "unit": r.unit,
+                    "warn": r.warn,
+                    "crit": r.crit,
+                    "message": r.message,
+                    "at": r.at,
+                }
+                for r in results
+            ],
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for r in sorted(results, key=lambda r: (-int(r.state == 2), r.check, r.subject)):
+            value = "—" if r.value is None else f"{r.value:g} {r.unit}".rstrip()
+            print(f"{r.state.label:7} {r.check:18} {r.subject[:28]:28} {value:>14}  {r.message}")
+    return code
+
+
 def _fail(message: str) -> int:
     print(f"virtwatch: {redact_text(message)}", file=sys.stderr)
     return EXIT_FAILURE
@@ -447,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vm": run_vm,
         "timeline": run_timeline,
         "export": run_export,
+        "health": run_health,
     }[command]
     try:
         return asyncio.run(runner(args))

@@ -36,7 +36,7 @@ from virtwatch.tui.performance import PerformancePane
 from virtwatch.tui.ports import VmAction, VmRef
 from virtwatch.tui.state import DashboardState
 
-NARROW_BELOW = 120  # columns: below this the side panes go under the table
+NARROW_BELOW = 140  # columns: below this the side panes go under the table
 
 
 class DashboardScreen(Screen[None]):

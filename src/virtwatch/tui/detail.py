@@ -213,7 +213,8 @@ def facts_text(ref: VmRef, d: DomainSample | None, now: float) -> Text:
     if d is None:
         t.append("not in the latest snapshot", style="yellow")
         return t
-    t.append(f"{d.state_text} · {uptime_text(d, now)}\n")
+    up = uptime_text(d, now)
+    t.append(d.state_text + (f" · {up}" if up != UNKNOWN else "") + "\n")
     t.append(f"uuid {d.uuid}\n", style="dim")
     t.append(f"vCPU {UNKNOWN if d.vcpus is None else d.vcpus} · CPU {fmt_pct(d.cpu_pct).strip()}\n")
     t.append(f"memory {fmt_mem(d.mem_used_kib, d.mem_alloc_kib)} ({d.mem_source})\n")

@@ -46,7 +46,7 @@ ALL_COLUMNS: tuple[Column, ...] = (
     Column("mem", "Memory used / alloc", numeric=True),
     Column("disk", "Disk read / write", numeric=True),
     Column("net", "Net rx / tx", numeric=True),
-    Column("uptime", "Uptime / reason"),
+    Column("uptime", "Uptime"),
 )
 COLUMN_INDEX = {c.key: i for i, c in enumerate(ALL_COLUMNS)}
 SORTABLE = tuple(c.key for c in ALL_COLUMNS if c.key != "mark")
@@ -73,16 +73,26 @@ def _rate(d: DomainSample, name: str) -> float | None:
 
 
 def uptime_text(d: DomainSample, now: float) -> str:
-    if d.state is DomainState.RUNNING:
-        if d.started_at is None:
-            return "running (uptime unknown)"
+    if d.state is DomainState.RUNNING and d.started_at is not None:
         return f"up {fmt_duration(now - d.started_at)}"
+    return UNKNOWN
+
+
+_PLAIN_RUNNING = (0, 1, 5)  # unknown, booted, unpaused: nothing worth saying
+
+
+def reason_text(d: DomainSample) -> str:
+    """'paused: I/O error', 'shut off: crashed'; a VM running after an ordinary boot
+    is just 'running'."""
+    if d.state is DomainState.RUNNING and d.reason in _PLAIN_RUNNING:
+        return d.state.label
     return d.state_text
 
 
 def state_text(d: DomainSample, *, activity: str | None, stale_s: float | None) -> str:
-    """The state label, then an action in progress, then how old a stale value is."""
-    text = d.state.label
+    """The state with its reason, then an action in progress, then how old a stale
+    value is."""
+    text = reason_text(d)
     if activity:
         text += f" {activity}"
     if stale_s is not None:

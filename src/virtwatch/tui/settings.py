@@ -87,3 +87,10 @@ def save_ui_settings(path: Path, settings: UiSettings) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(with_ui_section(old, settings), encoding="utf-8")
     tmp.replace(path)
+
+
+def default_config_path() -> Path:
+    """~/.config/virtwatch/config.toml (the platform's config dir)."""
+    import platformdirs
+
+    return platformdirs.user_config_path("virtwatch") / "config.toml"

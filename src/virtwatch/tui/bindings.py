@@ -1,0 +1,79 @@
+"""The dashboard's ports bound to the real core and store: actions become
+background tasks on the runner (verified, audited); stored history comes from the
+store's queries at the resolution the span needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from virtwatch.core.actions import Action, submit_action
+from virtwatch.core.connection import ConnectionSource
+from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.records import AuditRecord, DomainEvent
+from virtwatch.core.reports import ErrorReport
+from virtwatch.core.tasks import TaskRunner
+from virtwatch.storage.queries import Queries
+from virtwatch.tui.ports import VmAction, VmRef
+
+
+class RunnerActions:
+    """ActionSink: one background task per VM (`submit_action`), on the host's pool."""
+
+    def __init__(
+        self,
+        runner: TaskRunner,
+        sources: Mapping[str, ConnectionSource],
+        publish: Callable[[object], None],
+    ) -> None:
+        self._runner = runner
+        self._sources = sources
+        self._publish = publish
+
+    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+        for t in targets:
+            source = self._sources.get(t.host)
+            if source is None:
+                self._publish(
+                    ErrorReport.of(
+                        AppError(
+                            ErrorCode.RESOURCE_NOT_FOUND,
+                            f"{action.label} {t.name}: no connection to host {t.host}",
+                            "the host is not in this session's configuration",
+                            Severity.ERROR,
+                        ),
+                        host=t.host,
+                        vm=t.name,
+                    )
+                )
+                continue
+            submit_action(
+                self._runner,
+                source,
+                Action(action.value),
+                t.name,
+                host=t.host,
+                publish=self._publish,
+            )
+
+
+class StoredHistory:
+    """SeriesSource and TimelineSource over the store's read-only queries."""
+
+    def __init__(self, queries: Queries) -> None:
+        self._q = queries
+
+    async def series(
+        self, host: str, vm_uuid: str, metric: str, since: float, until: float
+    ) -> Sequence[tuple[float, float]]:
+        s = await self._q.series(host, vm_uuid, metric, since, until)
+        return [(p.at, p.mean) for p in s.points]
+
+    async def vm_events(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[DomainEvent]:
+        return await self._q.events(since, until, host=host, vm_uuid=vm_uuid)
+
+    async def vm_audit(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[AuditRecord]:
+        return await self._q.audit(since, until, host=host, vm_uuid=vm_uuid)

@@ -1,0 +1,81 @@
+"""One factory builds the dashboard for the CLI, the tests and the benchmarks:
+settings from the config's [ui] table (flags win), per-host read-only from
+[[hosts]], rings sized for the collector interval, ports bound to the core."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from virtwatch.core.config import Config, get_typed
+from virtwatch.core.connection import ConnectionSource
+from virtwatch.core.history import MetricHistory
+from virtwatch.core.hub import Hub
+from virtwatch.core.tasks import TaskRunner
+from virtwatch.core.uri import redact_uri
+from virtwatch.storage.queries import Queries
+from virtwatch.tui.app import VirtwatchApp
+from virtwatch.tui.bindings import RunnerActions, StoredHistory
+from virtwatch.tui.settings import ui_settings
+
+LIVE_WINDOW_S = 300.0  # every sample of the last 5 minutes stays in memory
+
+
+def read_only_hosts(config: Config) -> frozenset[str]:
+    """Labels (name, else redacted URI) of the [[hosts]] with read_only = true."""
+    out = set()
+    for i, h in enumerate(config.hosts()):
+        prefix = f"hosts[{i}]"
+        if get_typed(h, "read_only", False, prefix=prefix, path=config.path):
+            name = get_typed(h, "name", "", prefix=prefix, path=config.path)
+            out.add(name or redact_uri(get_typed(h, "uri", "", prefix=prefix, path=config.path)))
+    return frozenset(out)
+
+
+def history_for(interval_s: float) -> MetricHistory:
+    """Rings that hold the last 5 minutes at the collector's interval, then 15 s means
+    for an hour."""
+    fine = max(30, min(1200, math.ceil(LIVE_WINDOW_S / interval_s) + 1))
+    return MetricHistory(fine_points=fine, coarse_points=240, bucket_s=15.0)
+
+
+def make_app(
+    hub: Hub,
+    *,
+    config: Config | None = None,
+    config_path: Path | None = None,
+    read_only: bool = False,
+    interval_s: float = 2.0,
+    theme: str | None = None,
+    refresh_s: float | None = None,
+    runner: TaskRunner | None = None,
+    sources: Mapping[str, ConnectionSource] | None = None,
+    queries: Queries | None = None,
+    clock: Callable[[], float] = time.time,
+) -> VirtwatchApp:
+    config = config or Config({}, config_path)
+    settings = ui_settings(config)
+    if theme is not None:
+        settings = dataclasses.replace(settings, theme=theme)
+    if refresh_s is not None:
+        settings = dataclasses.replace(settings, refresh_s=refresh_s)
+    actions = None
+    if runner is not None and sources is not None and not read_only:
+        actions = RunnerActions(runner, sources, hub.publish)
+    stored = StoredHistory(queries) if queries is not None else None
+    return VirtwatchApp(
+        hub,
+        clock=clock,
+        history=history_for(interval_s),
+        actions=actions,
+        tasks=runner,
+        series=stored,
+        timeline=stored,
+        read_only=read_only,
+        read_only_hosts=read_only_hosts(config),
+        settings=settings,
+        config_path=config_path,
+    )
