@@ -443,12 +443,22 @@ async def run_export(args: argparse.Namespace) -> int:
 async def run_health(args: argparse.Namespace) -> int:
     """Every health check once, headless: a table (or --json) on stdout; the exit code is
     the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
-    from virtwatch.core.checks import CATALOGUE, HostProbes, collector_probes, host_checks
-    from virtwatch.core.checks import store_check
+    from virtwatch.core.checks import (
+        CATALOGUE,
+        HostProbes,
+        collector_probes,
+        host_checks,
+        store_check,
+    )
     from virtwatch.core.config import load_config
     from virtwatch.core.events import DomainEventStream
-    from virtwatch.core.health import HealthMonitor, HealthRegistry, exit_code, health_settings
-    from virtwatch.core.health import worst
+    from virtwatch.core.health import (
+        HealthMonitor,
+        HealthRegistry,
+        exit_code,
+        health_settings,
+        worst,
+    )
     from virtwatch.core.uri import driver_of
     from virtwatch.tui.settings import default_config_path
 
@@ -513,7 +523,7 @@ async def run_health(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        for r in sorted(results, key=lambda r: (-int(r.state == 2), r.check, r.subject)):
+        for r in monitor.latest():  # worst first
             value = "—" if r.value is None else f"{r.value:g} {r.unit}".rstrip()
             print(f"{r.state.label:7} {r.check:18} {r.subject[:28]:28} {value:>14}  {r.message}")
     return code
