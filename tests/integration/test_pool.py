@@ -272,7 +272,7 @@ async def test_open_fills_min_size_and_counts_dedicated_connections(
         async with collector.connection() as conn:
             assert await lib_version(conn) > 0
         stats = pool.stats()
-        assert (stats.size, stats.dedicated, stats.idle) == (3, 1, 2)
+        assert (stats.size, stats.dedicated, stats.dedicated_open, stats.idle) == (3, 1, 1, 2)
         a, b, c = [await pool.acquire() for _ in range(3)]  # 4 - 1 dedicated = 3 shared
         with pytest.raises(AppError, match="4/4 open"):
             await pool.acquire(timeout_s=0.1)
@@ -596,7 +596,7 @@ async def test_stats_are_published_on_change_and_add_up(make_fleet: FleetFactory
         await eventually(lambda: (s := newest()) is not None and s.idle == 3, "3 idle")
         shown = newest()
         assert shown is not None
-        assert shown.size == shown.idle + shown.in_use + shown.dedicated
+        assert shown.size == shown.idle + shown.in_use + shown.dedicated_open
     last = newest()
     assert last is not None
     assert last.state is SourceState.CLOSED

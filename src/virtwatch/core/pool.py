@@ -151,7 +151,8 @@ class PoolStats:
     size: int  # open connections to the host: shared and dedicated
     idle: int
     in_use: int  # shared connections lent out (or being probed)
-    dedicated: int  # open dedicated connections
+    dedicated: int  # slots reserved by dedicated connections: shared cap = max - this
+    dedicated_open: int  # of which open now
     opening: int
     waiters: int
     min_size: int
@@ -1174,7 +1175,8 @@ class LibvirtPool:
             size=self._size(),
             idle=len(self._idle),
             in_use=len(self._in_use) + len(self._checking),
-            dedicated=self._dedicated_open(),
+            dedicated=len(self._dedicated),
+            dedicated_open=self._dedicated_open(),
             opening=self._opening,
             waiters=sum(1 for f in self._waiters if not f.done()),
             min_size=self.settings.min_size,
