@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tests.conftest import FleetFactory
 from tests.storage.waiting import until
 from virtwatch.storage.models import Metric, MetricSample
-from virtwatch.storage.queries import Queries
+from virtwatch.storage.queries import Queries, Resolution
 from virtwatch.storage.store import Store
 
 pytestmark = pytest.mark.libvirt
@@ -120,7 +120,7 @@ async def test_two_recorders_share_one_database_and_stop_cleanly(
             assert len(vms["hv-b"]) == 45
             # the dashboard's view of both: latest raw values of many VMs in one query
             uuids = sorted({u for _h, u, _n, _m in names})
-            latest = await Queries(store).latest(uuids, resolution=_raw())
+            latest = await Queries(store).latest(uuids, resolution=Resolution.RAW)
             assert set(latest) == set(uuids)
     finally:
         for proc in procs.values():
@@ -135,9 +135,3 @@ async def test_two_recorders_share_one_database_and_stop_cleanly(
     doc = json.loads(out)
     assert doc["tables"]["metric_sample"]["rows"] == len(keys)
     assert doc["tables"]["metric"]["rows"] == 75
-
-
-def _raw() -> object:
-    from virtwatch.storage.queries import Resolution
-
-    return Resolution.RAW
