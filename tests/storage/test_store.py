@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.canned import fleet_snapshot
+from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
 from virtwatch.storage import migrate
 from virtwatch.storage.engine import db_url
@@ -28,18 +29,18 @@ async def test_open_creates_the_schema_at_head(tmp_path: Path) -> None:
     con.close()
 
 
-async def test_reopening_is_idempotent(tmp_path: Path) -> None:
-    url = db_url(tmp_path / "v.db")
+async def test_reopening_is_idempotent(store_url: str) -> None:
+    url = store_url
     async with Store(url) as store:
         await store.write_samples([SampleRow("h", "u", "n", "cpu_pct", 1000, 1.0)])
     async with Store(url) as store:
         assert await store.count_samples() == 1
 
 
-async def test_one_statement_for_a_tick(tmp_path: Path) -> None:
+async def test_one_statement_for_a_tick(store_url: str) -> None:
     snap = fleet_snapshot()
     rows = rows_from_snapshot(snap)
-    async with Store(db_url(tmp_path / "v.db")) as store:
+    async with Store(store_url) as store:
         await store.write_samples(rows)
         assert store.statements == 1
         assert await store.count_samples() == len(rows)
@@ -47,9 +48,9 @@ async def test_one_statement_for_a_tick(tmp_path: Path) -> None:
     assert len(series) == 1
 
 
-async def test_big_batches_are_split(tmp_path: Path) -> None:
+async def test_big_batches_are_split(store_url: str) -> None:
     rows = [SampleRow("h", f"u{i % 10}", "n", "cpu_pct", i, float(i)) for i in range(4500)]
-    async with Store(db_url(tmp_path / "v.db")) as store:
+    async with Store(store_url) as store:
         await store.write_samples(rows)
         assert store.statements == 3
         assert await store.count_samples() == 4500
@@ -63,10 +64,12 @@ async def test_unknown_values_are_not_stored_as_zero() -> None:
     assert ("win2022-rdp", "cpu_pct") not in names  # rate unknown
 
 
-async def test_recorder_writes_what_the_hub_carries_and_flushes_on_cancel(tmp_path: Path) -> None:
+async def test_recorder_writes_what_the_hub_carries_and_flushes_on_cancel(
+    store_url: str,
+) -> None:
     hub = Hub()
-    async with Store(db_url(tmp_path / "v.db")) as store:
-        recorder = SampleRecorder(store, hub)
+    async with Store(store_url) as store:
+        recorder = SampleRecorder(store, hub, maintenance=False)  # canned times are old
         task = asyncio.create_task(recorder.run())
         hub.publish(fleet_snapshot(tick=1))
         await asyncio.sleep(0.2)
@@ -81,3 +84,31 @@ async def test_recorder_writes_what_the_hub_carries_and_flushes_on_cancel(tmp_pa
 @pytest.mark.parametrize("given", ["/tmp/x.db", "sqlite:////tmp/x.db"])
 def test_db_url(given: str) -> None:
     assert db_url(given) == "sqlite+aiosqlite:////tmp/x.db"
+
+
+def test_values_that_are_not_finite_are_not_stored() -> None:
+    from dataclasses import replace
+
+    snap = fleet_snapshot()
+    broken = replace(snap.domains[0], cpu_pct=float("nan"), mem_used_kib=None)
+    rows = rows_from_snapshot(replace(snap, domains=(broken,), host_sample=None))
+    assert {r.metric for r in rows} == {"mem_alloc_kib"}
+
+
+async def test_a_store_is_used_only_while_open(store_url: str) -> None:
+    store = Store(store_url)
+    with pytest.raises(AppError, match="unopened"):
+        _ = store.engine
+    async with store:
+        pass
+    with pytest.raises(AppError, match="closed"):
+        await store.write_samples([SampleRow("h", "u", "n", "m", 1, 1.0)])
+    with pytest.raises(AppError, match="opens once"):
+        await store.open()
+
+
+async def test_a_database_that_cannot_open_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(AppError, match="cannot open the database") as info:
+        await Store(db_url(tmp_path / "dir.db")).open()
+    assert info.value.hint
