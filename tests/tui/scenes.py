@@ -3,7 +3,7 @@ factory, fixed data, a frozen clock, no cursor blink, toasts cleared."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from textual.pilot import Pilot
@@ -24,7 +24,7 @@ Scene = Callable[[Pilot[Any]], Awaitable[None]]
 
 
 class _NoActions:
-    def request(self, action: VmAction, targets: list[VmRef]) -> None:
+    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None:
         """The scenes only look: nothing is sent anywhere."""
 
 

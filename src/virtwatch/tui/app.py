@@ -38,7 +38,14 @@ from virtwatch.tui.health import HealthPane
 from virtwatch.tui.help import NAVIGATION, HelpScreen, Section
 from virtwatch.tui.machines import MachineTable
 from virtwatch.tui.messages import RecordArrived, SnapshotArrived
-from virtwatch.tui.ports import ActionSink, SeriesSource, TaskControl, TimelineSource, VmAction
+from virtwatch.tui.ports import (
+    ActionSink,
+    DetailsSource,
+    SeriesSource,
+    TaskControl,
+    TimelineSource,
+    VmAction,
+)
 from virtwatch.tui.settings import REFRESH_CHOICES, UiSettings, save_ui_settings
 from virtwatch.tui.state import DashboardState
 from virtwatch.tui.tasks import TasksScreen
@@ -79,6 +86,7 @@ class VirtwatchApp(App[None]):
         tasks: TaskControl | None = None,
         series: SeriesSource | None = None,
         timeline: TimelineSource | None = None,
+        details: DetailsSource | None = None,
         read_only: bool = False,
         read_only_hosts: Collection[str] = (),
         settings: UiSettings | None = None,
@@ -91,6 +99,8 @@ class VirtwatchApp(App[None]):
         self.task_control = tasks
         self.series_source = series
         self.timeline = timeline
+        self.details_source = details
+        self.tags: dict[str, tuple[str, ...]] = {}  # row key -> tags, from definitions
         self.settings = settings or UiSettings()
         self.config_path = config_path
         self.cursor_blink = cursor_blink
@@ -225,11 +235,36 @@ class VirtwatchApp(App[None]):
             request_action=None if self.flow.read_only else self.dashboard.request_action,
             series_source=self.series_source,
             timeline=self.timeline,
+            details=self.details_source,
             read_only=self.flow.read_only or host in self.flow.read_only_hosts,
             clock=self._clock,
         )
         self.push_screen(screen)
         return screen
+
+    def on_dashboard_screen_tags_wanted(self, _message: DashboardScreen.TagsWanted) -> None:
+        if self.details_source is None:
+            return
+        missing = [
+            (host, d.uuid)
+            for host, snap in self.board.snapshots.items()
+            for d in snap.domains
+            if MachineTable.row_key(host, d.uuid) not in self.tags
+        ]
+        if missing:
+            self.run_worker(self._load_tags(missing), group="tags", exclusive=True)
+
+    async def _load_tags(self, keys: list[tuple[str, str]]) -> None:
+        """The one worker for tags: every load in one loop tick is one batch per host."""
+        assert self.details_source is not None
+        src = self.details_source
+        results = await asyncio.gather(
+            *(src.details(host, uuid) for host, uuid in keys), return_exceptions=True
+        )
+        for (host, uuid), r in zip(keys, results, strict=True):
+            if not isinstance(r, BaseException):
+                self.tags[MachineTable.row_key(host, uuid)] = r.tags
+        self.dashboard.machines.set_tags(dict(self.tags))
 
     def action_tasks(self) -> None:
         if isinstance(self.screen, TasksScreen):

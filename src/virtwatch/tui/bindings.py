@@ -4,11 +4,17 @@ store's queries at the resolution the span needs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
 
 from virtwatch.core.actions import Action, submit_action
 from virtwatch.core.connection import ConnectionSource
+from virtwatch.core.details import DomainDetails, clear_details_on_events, details_loader
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.hub import Hub
+from virtwatch.core.loader import DataLoader
 from virtwatch.core.records import AuditRecord, DomainEvent
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.tasks import TaskRunner
@@ -77,3 +83,51 @@ class StoredHistory:
         self, host: str, vm_uuid: str, since: float, until: float
     ) -> Sequence[AuditRecord]:
         return await self._q.audit(since, until, host=host, vm_uuid=vm_uuid)
+
+
+class LoaderDetails:
+    """DetailsSource over one details DataLoader per host (by host label)."""
+
+    def __init__(self, loaders: Mapping[str, DataLoader[str, DomainDetails]]) -> None:
+        self._loaders = loaders
+
+    async def details(self, host: str, vm_uuid: str) -> DomainDetails:
+        loader = self._loaders.get(host)
+        if loader is None:
+            raise AppError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"no details loader for host {host}",
+                "the host is not in this session's configuration",
+            )
+        return await loader.load(vm_uuid)
+
+
+class DetailsService(LoaderDetails):
+    """`async with DetailsService(pools, hub)`: a details loader per host, whose cache
+    of a VM is cleared by that VM's define/device/metadata events on the hub."""
+
+    def __init__(self, sources: Mapping[str, ConnectionSource], hub: Hub) -> None:
+        self._owned = {host: details_loader(src) for host, src in sources.items()}
+        super().__init__(self._owned)
+        self._events = hub.subscribe(DomainEvent, maxsize=1_000)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> DetailsService:
+        self._task = asyncio.create_task(
+            clear_details_on_events(self._events, self._owned), name="details-clearing"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._events.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for loader in self._owned.values():
+            await loader.aclose()

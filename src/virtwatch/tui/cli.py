@@ -203,6 +203,7 @@ def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
 
 async def run_dashboard(args: argparse.Namespace) -> int:
     from virtwatch.core.config import load_config
+    from virtwatch.tui.bindings import DetailsService
     from virtwatch.tui.factory import make_app  # Textual loads only for the screen
     from virtwatch.tui.settings import default_config_path
 
@@ -220,7 +221,11 @@ async def run_dashboard(args: argparse.Namespace) -> int:
             interval_s=args.interval,
             notice=chosen.notice,
         )
-        async with Runtime([host], hub=hub) as rt, TaskRunner(hub.publish) as runner:
+        async with (
+            Runtime([host], hub=hub) as rt,
+            TaskRunner(hub.publish) as runner,
+            DetailsService(rt.pools, hub) as details,
+        ):
             app = make_app(
                 hub,
                 config=config,
@@ -232,6 +237,7 @@ async def run_dashboard(args: argparse.Namespace) -> int:
                 runner=runner,
                 sources=rt.pools,
                 queries=Queries(store),
+                details=details,
             )
             await app.run_async()
     return 0

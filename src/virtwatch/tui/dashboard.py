@@ -12,6 +12,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Container
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
@@ -46,6 +47,9 @@ class DashboardScreen(Screen[None]):
         Binding("escape", "restore", "Restore / clear filter", show=False),
         Binding("t", "app.tasks", "Tasks"),
     ]
+
+    class TagsWanted(Message):
+        """The machine filter is in use: tags (from VM definitions) should be known."""
 
     def __init__(
         self,
@@ -190,6 +194,8 @@ class DashboardScreen(Screen[None]):
         else:
             self.machines.set_filter(event.value)
             self._machines_subtitle()
+            if event.value.strip():
+                self.post_message(self.TagsWanted())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter":

@@ -24,6 +24,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
+from virtwatch.core.details import DomainDetails
+from virtwatch.core.errors import AppError
 from virtwatch.core.history import MetricHistory, Point
 from virtwatch.core.model import DomainSample
 from virtwatch.core.records import AuditRecord, DomainEvent, Outcome
@@ -37,7 +39,7 @@ from virtwatch.tui.format import (
     fmt_pct,
     fmt_rate,
 )
-from virtwatch.tui.ports import SeriesSource, TimelineSource, VmAction, VmRef
+from virtwatch.tui.ports import DetailsSource, SeriesSource, TimelineSource, VmAction, VmRef
 from virtwatch.tui.rows import uptime_text
 
 
@@ -206,6 +208,42 @@ class MetricGraph(PlotextPlot):
         self.refresh()
 
 
+def definition_text(details: DomainDetails | None, note: str = "") -> Text:
+    """Title, description, tags, disks and NICs from the VM's definition (untrusted)."""
+    t = Text()
+    if details is None:
+        t.append(note or "definition not loaded", style="dim")
+        return t
+    if details.title:
+        t.append(details.title, style="bold")
+        t.append("\n")
+    if details.description:
+        t.append(details.description.strip().replace("\n", " "), style="italic")
+        t.append("\n")
+    t.append("tags ", style="bold")
+    t.append(
+        ", ".join(details.tags) if details.tags else "none", style="" if details.tags else "dim"
+    )
+    t.append("\n")
+    for disk in details.disks:
+        t.append("disk ", style="bold")
+        t.append(f"{disk.target} {disk.device} {disk.source or '(empty)'}")
+        extra = [x for x in (disk.bus, disk.format, "ro" if disk.readonly else None) if x]
+        if extra:
+            t.append(f" ({', '.join(extra)})", style="dim")
+        t.append("\n")
+    for nic in details.nics:
+        t.append("nic ", style="bold")
+        t.append(f"{nic.mac or '?'} {nic.kind} {nic.source or ''}".rstrip())
+        extra = [x for x in (nic.model, nic.target) if x]
+        if extra:
+            t.append(f" ({', '.join(extra)})", style="dim")
+        t.append("\n")
+    if not details.disks and not details.nics:
+        t.append("no disks or NICs defined\n", style="dim")
+    return t
+
+
 def facts_text(ref: VmRef, d: DomainSample | None, now: float) -> Text:
     t = Text()
     t.append(ref.name, style="bold")
@@ -312,10 +350,14 @@ class VmDetailScreen(Screen[None]):
         request_action: Callable[[VmAction, Sequence[VmRef]], None] | None = None,
         series_source: SeriesSource | None = None,
         timeline: TimelineSource | None = None,
+        details: DetailsSource | None = None,
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(id="detail")
+        self.details_source = details
+        self.details: DomainDetails | None = None
+        self._details_note = "" if details is not None else "definition: not available here"
         self.ref = ref
         self.history = history
         self._sample = sample
@@ -334,6 +376,8 @@ class VmDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="detail-top"):
             yield Static("", id="detail-facts", markup=False)
+            with VerticalScroll(id="detail-definition-box"):
+                yield Static("", id="detail-definition", markup=False)
             with VerticalScroll(id="detail-recent-box"):
                 yield Static("", id="detail-recent", markup=False)
         with Container(id="graphs"):
@@ -350,6 +394,36 @@ class VmDetailScreen(Screen[None]):
         self.set_class(self.size.height < 32, "-small")
         self.redraw()
         self.set_interval(1.0, self._tick_text)
+        if self.details_source is not None:
+            self._details_note = "loading the definition…"
+            self.run_worker(self._load_details(), group="details", exclusive=True)
+        self._show_definition()
+
+    async def _load_details(self) -> None:
+        """The one worker for the definition (batched and cached by the core's loader)."""
+        assert self.details_source is not None
+        try:
+            details = await self.details_source.details(self.ref.host, self.ref.uuid)
+        except AppError as err:
+            self.post_message(self.DetailsLoaded(None, f"definition unavailable: {err.message}"))
+            return
+        self.post_message(self.DetailsLoaded(details, ""))
+
+    class DetailsLoaded(Message):
+        def __init__(self, details: DomainDetails | None, note: str) -> None:
+            super().__init__()
+            self.details = details
+            self.note = note
+
+    def on_vm_detail_screen_details_loaded(self, message: VmDetailScreen.DetailsLoaded) -> None:
+        self.details = message.details
+        self._details_note = message.note
+        self._show_definition()
+
+    def _show_definition(self) -> None:
+        self.query_one("#detail-definition", Static).update(
+            definition_text(self.details, self._details_note)
+        )
 
     def graph(self, key: str) -> MetricGraph:
         return self.query_one(f"#graph-{key}", MetricGraph)

@@ -19,6 +19,7 @@ from virtwatch.core.uri import redact_uri
 from virtwatch.storage.queries import Queries
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.bindings import RunnerActions, StoredHistory
+from virtwatch.tui.ports import DetailsSource
 from virtwatch.tui.settings import ui_settings
 
 LIVE_WINDOW_S = 300.0  # every sample of the last 5 minutes stays in memory
@@ -54,6 +55,7 @@ def make_app(
     runner: TaskRunner | None = None,
     sources: Mapping[str, ConnectionSource] | None = None,
     queries: Queries | None = None,
+    details: DetailsSource | None = None,
     clock: Callable[[], float] = time.time,
 ) -> VirtwatchApp:
     config = config or Config({}, config_path)
@@ -74,6 +76,7 @@ def make_app(
         tasks=runner,
         series=stored,
         timeline=stored,
+        details=details,
         read_only=read_only,
         read_only_hosts=read_only_hosts(config),
         settings=settings,

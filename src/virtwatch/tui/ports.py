@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from virtwatch.core.details import DomainDetails
 from virtwatch.core.records import AuditRecord, DomainEvent
 
 
@@ -75,3 +76,10 @@ class TimelineSource(Protocol):
     async def vm_audit(
         self, host: str, vm_uuid: str, since: float, until: float
     ) -> Sequence[AuditRecord]: ...
+
+
+class DetailsSource(Protocol):
+    """A VM's definition (title, description, tags, disks, NICs), batched and cached by
+    the core's DataLoader; raises AppError when the host cannot say."""
+
+    async def details(self, host: str, vm_uuid: str) -> DomainDetails: ...
