@@ -8,6 +8,7 @@ are masked, whatever wrote them into the store.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,8 +21,15 @@ from sqlalchemy import and_, func, or_, select
 
 from virtwatch.core.errors import Severity
 from virtwatch.core.model import HostFacts
-from virtwatch.core.records import HealthState
-from virtwatch.core.timeline import TimelineFilter, Window, entry_to_dict, iso_utc
+from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState, Outcome
+from virtwatch.core.timeline import (
+    EntryKind,
+    TimelineEntry,
+    TimelineFilter,
+    Window,
+    entry_to_dict,
+    iso_utc,
+)
 from virtwatch.core.uri import MASK, redact_text, redact_uri
 from virtwatch.storage.models import (
     Audit,
@@ -322,3 +330,92 @@ def summarize(doc: Mapping[str, Any]) -> Sequence[str]:
         f"{len(doc['audit'])} actions, {len(doc['health']['results'])} health results",
         f"{len(series)} metric series ({points} minutes) of {len(doc['hosts'])} host(s)",
     ]
+
+
+class StoreIncidents:
+    """The store's history as the screens ask for it: a window's timeline, its export
+    to a file, and one VM's events and actions (the detail screen's TimelineSource)."""
+
+    def __init__(self, store: Store, *, generated_by: str = "virtwatch") -> None:
+        self._store = store
+        self._queries = TimelineQueries(store)
+        self._generated_by = generated_by
+
+    async def window_entries(
+        self, window: Window, flt: TimelineFilter
+    ) -> tuple[Sequence[TimelineEntry], bool]:
+        result = await self._queries.timeline(window, flt)
+        return result.entries, result.truncated
+
+    async def export_window(
+        self,
+        window: Window,
+        flt: TimelineFilter,
+        *,
+        facts: Mapping[str, HostFacts] | None = None,
+        directory: Path | None = None,
+    ) -> tuple[Path, Sequence[str]]:
+        """Write the window's export next to `directory` (default: the current one);
+        returns the file and a few words on what went in."""
+        doc = await build_export(
+            self._store, window, flt, facts=facts, generated_by=self._generated_by
+        )
+        target = (directory or Path.cwd()) / default_export_name(window)
+        path = await asyncio.to_thread(write_export, doc, target)
+        return path, summarize(doc)
+
+    async def vm_events(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[DomainEvent]:
+        flt = TimelineFilter(hosts=frozenset({host}), vms=frozenset({vm_uuid}))
+        entries, _cut = await self.window_entries(Window(since, until), flt)
+        out = []
+        for e in entries:
+            if e.kind in (EntryKind.EVENT, EntryKind.SPIKE, EntryKind.CONFIG):
+                kind = e.detail.get("event_kind", EventKind.LIFECYCLE.value)
+                try:
+                    ek = EventKind(kind)
+                except ValueError:
+                    ek = EventKind.LIFECYCLE
+                detail = {k: v for k, v in e.detail.items() if k != "event_kind"}
+                out.append(DomainEvent(host, vm_uuid, e.vm_name or "", ek, e.title, e.at, detail))
+        return out
+
+    async def vm_audit(
+        self, host: str, vm_uuid: str, since: float, until: float
+    ) -> Sequence[AuditRecord]:
+        u = Audit
+        q = (
+            select(*(u.__table__.c[c] for c in _AUDIT_COLS))
+            .where(
+                u.host == host,
+                u.vm_uuid == vm_uuid,
+                u.started_at_ms >= round(since * 1000),
+                u.started_at_ms < round(until * 1000),
+            )
+            .order_by(u.started_at_ms, u.id)
+            .limit(MAX_RECORDS)
+        )
+        out = []
+        async with self._store.reader.connect() as conn:
+            for r in await conn.execute(q):
+                try:
+                    outcome = Outcome(r.outcome)
+                except ValueError:
+                    outcome = Outcome.FAILED
+                out.append(
+                    AuditRecord(
+                        r.host,
+                        r.vm_uuid,
+                        r.vm_name,
+                        r.action,
+                        r.user,
+                        r.client,
+                        outcome,
+                        r.started_at_ms / 1000,
+                        r.duration_s,
+                        r.message,
+                        r.error_code,
+                    )
+                )
+        return out
