@@ -356,6 +356,7 @@ class LibvirtPool:
         self._in_use: dict[int, _Entry] = {}  # id(conn) -> entry
         self._checking: set[_Entry] = set()
         self._opening = 0
+        self._owed = 0  # lost shared connections not yet replaced
         self._retired: dict[int, _Entry] = {}
         self._waiters: collections.deque[asyncio.Future[_Entry | None]] = collections.deque()
         self._dedicated: dict[str, DedicatedConnection] = {}
@@ -823,12 +824,14 @@ class LibvirtPool:
             raise self._open_failed(entry, bug, started) from err
         self.created += 1
         self._ever_connected = True
+        if owner is None and self._owed:
+            self._owed -= 1
         o = self._outage
         if o is not None and o.error is not None:
             # the host answers: end the backoff and wake everyone waiting for a turn; the
             # outage itself ends when every wanted connection is back (_settle_outage)
             o.error, o.attempts, o.next_retry, o.next_retry_wall = None, 0, 0.0, None
-            o.reason = "reconnecting"
+            o.reason = "the host answers again; replacing lost connections"
             self._turn.set()
             self._turn = asyncio.Event()
         return entry  # the caller places it, then calls _changed()
@@ -912,6 +915,8 @@ class LibvirtPool:
     def _mark_lost(self, entry: _Entry, reason: str) -> None:
         entry.dead = True
         self.failures += 1
+        if entry.owner is None:
+            self._owed += 1  # replaced even above min_size: the new open proves the host
         if self._outage is None:
             self._outage = _Outage(time.time(), reason)
         log.info("%s: connection #%d lost: %s", self.host, entry.serial, reason)
@@ -968,13 +973,13 @@ class LibvirtPool:
         )
 
     def _settle_outage(self) -> None:
-        """End an outage once every wanted connection is back and no retry is pending
-        (no open needed to prove it: what failed may have been an extra, not replaced)."""
+        """End an outage once every wanted connection is back: each lost one replaced (a
+        successful open proves the host answers), no retry pending."""
         o = self._outage
         if o is None or self._state is not SourceState.OPEN or self._waiters:
             return
-        if self._in_backoff():
-            return
+        if o.error is not None or self._owed:
+            return  # a retry is due, or a lost connection is not yet replaced
         every = [*self._idle, *self._in_use.values(), *self._checking]
         if any(e.dead for e in every) or (not every and self._shared_min() > 0):
             return
@@ -1076,15 +1081,17 @@ class LibvirtPool:
                 )
             o = self._outage
             if o is not None and o.next_retry > time.monotonic():
-                wake_at = min(wake_at, o.next_retry)  # retry, or end a settled outage
+                wake_at = min(wake_at, o.next_retry)  # the next retry is due
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.01, wake_at - time.monotonic())):
                     await self._wake.wait()
 
     async def _replenish(self) -> None:
+        """Open up to min_size, and a replacement for each lost connection."""
         while (
             self._state is SourceState.OPEN
-            and self._shared_size() < self._shared_min()
+            and (self._shared_size() < self._shared_min() or self._owed > 0)
+            and self._shared_size() < self._shared_cap()
             and not self._in_backoff()
         ):
             self._opening += 1
