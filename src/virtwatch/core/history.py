@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from virtwatch.core.model import DomainSample, HostSample, Snapshot
@@ -225,5 +225,6 @@ class MetricHistory:
     def metrics(self, host: str, uuid: str) -> list[str]:
         return sorted(self._series.get((host, uuid), {}))
 
-    def keys(self) -> Iterable[tuple[str, str]]:
-        return self._series.keys()
+    def tracked(self) -> set[tuple[str, str]]:
+        """Every (host, VM uuid) with at least one series ("" uuid: the host)."""
+        return set(self._series)

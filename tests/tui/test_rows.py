@@ -1,0 +1,230 @@
+"""Pure parts of the dashboard: row text, sort order, filter queries, formatting,
+action and outcome wording, settings round trips, graph coordinates."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.canned import HOST, NOW, audit_records, domain, fleet_snapshot, task_updates
+from virtwatch.core.config import Config, ConfigError, load_config
+from virtwatch.core.records import AuditRecord, Outcome, TaskState
+from virtwatch.tui.action_flow import activity_text, outcome_text
+from virtwatch.tui.detail import Span, markers_for, to_xy
+from virtwatch.tui.dialogs import confirm_text, needs_typed_count, targets_text
+from virtwatch.tui.factory import history_for, read_only_hosts
+from virtwatch.tui.format import fmt_pair, fmt_rate, gauge, sparkline
+from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.rows import (
+    COLUMN_INDEX,
+    SORTABLE,
+    matches,
+    parse_query,
+    reason_text,
+    row_cells,
+    sort_value,
+    visible_columns,
+)
+from virtwatch.tui.settings import UiSettings, save_ui_settings, ui_settings, with_ui_section
+
+
+def test_row_cells_say_state_reason_activity_and_age() -> None:
+    d = domain("web", state=3, reason=5)
+    cells = row_cells(HOST, d, NOW, activity="⟳ resume…", stale_s=75)
+    assert cells[COLUMN_INDEX["state"]] == "paused: I/O error ⟳ resume… · 1m15s old"
+    assert cells[COLUMN_INDEX["mark"]] == " "
+    assert row_cells(HOST, d, NOW, marked=True)[COLUMN_INDEX["mark"]] == "●"
+    assert reason_text(domain("a")) == "running"
+    assert reason_text(domain("a", reason=2)) == "running: migrated in"
+
+
+def test_cpu_cell_carries_a_sparkline_only_for_active_vms() -> None:
+    cells = row_cells(HOST, domain("a", cpu=50.0), NOW, spark=[0, 50, 100])
+    assert cells[COLUMN_INDEX["cpu"]] == " 50.0%      ▁▅█"
+    off = row_cells(HOST, domain("b", state=5, reason=1), NOW, spark=[1, 2])
+    assert off[COLUMN_INDEX["cpu"]] == "—"
+
+
+def test_columns_show_host_only_for_several_hosts() -> None:
+    assert "host" not in [c.key for c in visible_columns(multi_host=False)]
+    assert [c.key for c in visible_columns(multi_host=True)][:3] == ["mark", "host", "name"]
+
+
+@pytest.mark.parametrize("column", SORTABLE)
+def test_every_column_sorts_the_fleet_totally(column: str) -> None:
+    snap = fleet_snapshot()
+    keys = [sort_value(column, HOST, d) for d in snap.domains]
+    assert len(set(keys)) == len(keys)  # ties broken by name and uuid
+    ordered = sorted(snap.domains, key=lambda d: sort_value(column, HOST, d))
+    assert len(ordered) == 12
+
+
+def test_sorting_by_cpu_puts_unknown_first_then_by_value() -> None:
+    snap = fleet_snapshot()
+    ordered = [d.name for d in sorted(snap.domains, key=lambda d: sort_value("cpu", HOST, d))]
+    assert ordered[-1] == "build-runner"
+    assert ordered[0] in {"backup", "laptop-image", "legacy-crm", "win2022-rdp"}
+
+
+def test_queries_match_fields() -> None:
+    d = domain("web-01", state=3, reason=5)
+    assert matches(parse_query(""), HOST, d)
+    assert matches(parse_query("WEB"), HOST, d)
+    assert matches(parse_query("i/o"), HOST, d)
+    assert matches(parse_query("state:paused"), HOST, d)
+    assert not matches(parse_query("state:running"), HOST, d)
+    assert matches(parse_query("host:qemu"), HOST, d)
+    assert not matches(parse_query("name:qemu"), HOST, d)
+    assert matches(parse_query("tag:prod"), HOST, d, ("prod", "web"))
+    assert not matches(parse_query("tag:prod"), HOST, d)
+    assert matches(parse_query("web tag:prod"), HOST, d, ("prod",))
+    assert not matches(parse_query("web db"), HOST, d)
+    assert parse_query("tag: x").words == (("", "x"),)  # an empty value is dropped
+    assert parse_query("foo:bar").words == (("", "foo:bar"),)  # unknown keys are words
+
+
+@given(st.text(max_size=40))
+def test_any_text_parses_and_a_name_always_matches_itself(text: str) -> None:
+    q = parse_query(text)
+    assert isinstance(q.words, tuple)
+    name = text.strip().split()[0] if text.split() else "x"
+    d = dataclasses.replace(domain("x"), name=name)
+    if ":" not in name:
+        assert matches(parse_query(name), HOST, d)
+
+
+def test_rates_pairs_sparklines_and_gauges() -> None:
+    assert fmt_rate(None) == "—"
+    assert fmt_rate(0) == "0 B/s"
+    assert fmt_rate(1500) == "1.5 KB/s"
+    assert fmt_rate(123_456_789) == "123 MB/s"
+    assert fmt_rate(-5) == "0 B/s"
+    assert fmt_pair("—", "—") == "—"
+    assert fmt_pair("1 B/s", "—") == "1 B/s / —"
+    assert sparkline([], 4) == "    "
+    assert sparkline([0, 100], 4, top=100) == "  ▁█"
+    assert sparkline([5, 5], 2) == "██"  # scaled to the largest value shown
+    assert sparkline([1, 2, 3], 0) == ""
+    assert sparkline([float("nan"), 1.0], 2, top=1.0) == "▁█"
+    assert gauge(None, 3) == "···"
+    assert gauge(0, 3) == "   "
+    assert gauge(100, 3) == "███"
+    assert gauge(50, 4) == "██  "
+    assert gauge(250, 2) == "██"
+    assert gauge(50, 0) == ""
+
+
+@given(st.lists(st.floats(0, 1000, allow_nan=False), max_size=30), st.integers(0, 20))
+def test_a_sparkline_is_always_its_width(values: list[float], width: int) -> None:
+    assert len(sparkline(values, width)) == width
+
+
+@given(st.one_of(st.none(), st.floats(-50, 500, allow_nan=False)), st.integers(0, 30))
+def test_a_gauge_is_always_its_width(pct: float | None, width: int) -> None:
+    assert len(gauge(pct, width)) == width
+
+
+def test_confirmations_name_vms_and_hosts() -> None:
+    one = [VmRef(HOST, "u1", "web-01")]
+    text = confirm_text(VmAction.SHUTDOWN, one).plain
+    assert text.startswith("Shutdown this VM?")
+    assert "web-01 on qemu:///system" in text
+    many = [VmRef("hv-a", f"u{i}", f"vm-{i:02d}") for i in range(10)] + [VmRef("hv-b", "x", "z")]
+    t = targets_text(many).plain
+    assert "vm-00, vm-01" in t
+    assert "… and 2 more on hv-a" in t
+    assert t.endswith("z on hv-b")
+    assert "cuts the power" in confirm_text(VmAction.FORCE_OFF, many).plain
+    assert needs_typed_count(VmAction.FORCE_OFF, many)
+    assert not needs_typed_count(VmAction.FORCE_OFF, one)
+    assert not needs_typed_count(VmAction.SHUTDOWN, many)
+    assert {a for a in VmAction if a.destructive} == {
+        VmAction.SHUTDOWN,
+        VmAction.FORCE_OFF,
+        VmAction.REBOOT,
+        VmAction.PAUSE,
+    }
+
+
+def test_activity_and_outcome_words() -> None:
+    running, retrying, _ok, _failed = task_updates()
+    assert activity_text(running, NOW) == "⟳ shutdown…"
+    assert activity_text(retrying, NOW) == "⟳ start retry 2/3 in 2s"
+    assert activity_text(dataclasses.replace(running, state=TaskState.PENDING), NOW) == (
+        "⟳ shutdown queued"
+    )
+    assert activity_text(dataclasses.replace(running, state=TaskState.SUCCEEDED), NOW) is None
+    verified, failed = audit_records()
+    assert outcome_text(verified) == (
+        "✔ reboot done",
+        "web-01: reboot verified in 7.4 s",
+        "information",
+    )
+    assert outcome_text(failed)[1] == "web-01: start failed — domain is already running"
+    ignored = dataclasses.replace(verified, action="shutdown", outcome=Outcome.IGNORED)
+    assert outcome_text(ignored)[0] == "⚠ shutdown ignored"
+    cancelled = dataclasses.replace(verified, outcome=Outcome.CANCELLED)
+    assert outcome_text(cancelled)[2] == "warning"
+
+
+def test_graph_coordinates_and_markers() -> None:
+    pts = [(NOW - 400, 1.0), (NOW - 120, 2048.0), (NOW, 1024.0), (NOW + 5, 9.0)]
+    xs, ys = to_xy(pts, NOW, Span.MIN5, 1024.0)
+    assert xs == [-2.0, 0.0]
+    assert ys == [2.0, 1.0]
+    assert to_xy(pts, NOW, Span.DAY1, 1.0)[0][0] == pytest.approx(-400 / 3600)
+    verified, failed = audit_records()
+    marks = markers_for([], [failed, verified], [])
+    assert [m.color for m in marks] == ["green", "red"]
+    assert marks[0].label == "reboot by alice: verified"
+
+
+def test_ui_settings_parse_check_and_write_back(tmp_path: Path) -> None:
+    assert ui_settings(Config({})) == UiSettings()
+    cfg = Config({"ui": {"theme": "nord", "refresh": 2, "stale_after": 30}})
+    assert ui_settings(cfg) == UiSettings("nord", 2.0, 30.0)
+    with pytest.raises(ConfigError, match=r"ui\.refresh.*at least 0\.2"):
+        ui_settings(Config({"ui": {"refresh": 0.01}}))
+    with pytest.raises(ConfigError, match=r"ui\.colour.*unknown key"):
+        ui_settings(Config({"ui": {"colour": "red"}}))
+    doc = '# mine\n[[hosts]]\nuri = "a"\n\n[ui]\ntheme = "x"\nold = 1\n\n[pool]\nmax = 3\n'
+    out = with_ui_section(doc, UiSettings("nord", 0.5, 10.0))
+    data = tomllib.loads(out)
+    assert data["ui"] == {"theme": "nord", "refresh": 0.5, "stale_after": 10.0}
+    assert data["pool"] == {"max": 3}
+    assert out.startswith("# mine\n[[hosts]]")
+    appended = tomllib.loads(with_ui_section("[pool]\nmax = 3", UiSettings()))
+    assert appended["ui"]["theme"] == "textual-dark"
+    path = tmp_path / "sub" / "config.toml"
+    save_ui_settings(path, UiSettings("gruvbox", 1.0, 10.0))
+    assert ui_settings(load_config(path)).theme == "gruvbox"
+    hostile = UiSettings('a"b\n[x]', 1.0, 10.0)
+    assert ui_settings(Config(tomllib.loads(with_ui_section("", hostile)))).theme == 'a"b\n[x]'
+
+
+def test_per_host_read_only_and_ring_sizes() -> None:
+    cfg = Config(
+        {
+            "hosts": [
+                {"uri": "qemu+ssh://root:pw@hv9/system", "read_only": True},
+                {"uri": "qemu:///system", "name": "local", "read_only": False},
+                {"uri": "test:///default", "name": "lab", "read_only": True},
+            ]
+        }
+    )
+    hosts = read_only_hosts(cfg)
+    assert "lab" in hosts
+    assert "local" not in hosts
+    assert not any("pw" in h for h in hosts)
+    assert history_for(2.0).fine_points == 151
+    assert history_for(0.01).fine_points == 1200
+    assert history_for(60.0).fine_points == 30
+
+
+def test_audit_records_for_the_canned_fleet_are_plausible() -> None:
+    assert all(isinstance(a, AuditRecord) for a in audit_records())
