@@ -27,6 +27,7 @@ from virtwatch.core.hub import Subscription
 from virtwatch.core.loader import DEFAULT_CACHE_SIZE, BatchFn, DataLoader
 from virtwatch.core.records import DomainEvent, EventKind
 from virtwatch.core.stats import (
+    MAX_VCPUS,
     STATS_BALLOON,
     STATS_BLOCK,
     STATS_CPU_TOTAL,
@@ -251,7 +252,7 @@ class ExtraStats:
 def parse_extra(uuid: str, rec: Mapping[str, Any], measured_at: float) -> ExtraStats:
     """One stats record -> ExtraStats (pure)."""
     s = parse_record(rec)
-    count = max(s.vcpus or 0, s.vcpu_maximum or 0)
+    count = min(max(s.vcpus or 0, s.vcpu_maximum or 0), MAX_VCPUS)
     vcpus = []
     for i in range(count):
         p = f"vcpu.{i}."

@@ -38,6 +38,9 @@ GROUP_NAMES: dict[int, str] = {
     STATS_VM: "vm",
 }
 _GROUP_BITS = {name: bit for bit, name in GROUP_NAMES.items()}
+# a record claiming more devices than this is garbage, not a reason to loop for minutes
+MAX_DEVICES = 4096
+MAX_VCPUS = 16384
 _REJECTED_BITS = re.compile(r"bits 0x([0-9a-fA-F]+)")
 
 
@@ -133,7 +136,7 @@ def _str(rec: Mapping[str, Any], key: str) -> str | None:
 
 def _vcpu_sums(rec: Mapping[str, Any], count: int) -> tuple[int | None, int | None]:
     delay = wait = None
-    for i in range(count):
+    for i in range(max(0, min(count, MAX_VCPUS))):
         d = rec.get(f"vcpu.{i}.delay")
         if type(d) is int:
             delay = (delay or 0) + d
@@ -149,7 +152,7 @@ def parse_blocks(rec: Mapping[str, Any]) -> tuple[BlockCounters, ...] | None:
     if count is None:
         return None
     out = []
-    for i in range(max(0, count)):
+    for i in range(max(0, min(count, MAX_DEVICES))):
         p = f"block.{i}."
         out.append(
             BlockCounters(
@@ -173,7 +176,7 @@ def parse_nets(rec: Mapping[str, Any]) -> tuple[NetCounters, ...] | None:
     if count is None:
         return None
     out = []
-    for i in range(max(0, count)):
+    for i in range(max(0, min(count, MAX_DEVICES))):
         p = f"net.{i}."
         out.append(
             NetCounters(
