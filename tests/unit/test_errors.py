@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pickle
+from dataclasses import dataclass
 
 import libvirt
 import pytest
@@ -91,6 +92,20 @@ def test_app_error_round_trips_through_pickle() -> None:
         err.severity,
     )
     assert (back.context, back.transient, back.libvirt_code) == ({"a": "b"}, True, 68)
+
+
+@dataclass(eq=False)
+class WithRecord(AppError):
+    record: str | None = None
+
+
+def test_a_dataclass_subclass_keeps_its_fields_sealed_and_picklable() -> None:
+    err = WithRecord(ErrorCode.MACHINE_OPERATION_FAILED, "not verified", record="audit-1")
+    with pytest.raises(AttributeError, match="WithRecord is immutable"):
+        err.record = "other"
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, WithRecord)
+    assert (back.record, back.message) == ("audit-1", "not verified")
 
 
 def test_config_error_keeps_working_as_a_subclass() -> None:

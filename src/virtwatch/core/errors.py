@@ -7,6 +7,7 @@ pure function; `from_libvirt` and `as_app_error` build AppErrors from exceptions
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Mapping
@@ -92,20 +93,6 @@ _CATEGORY: dict[ErrorCode, Category] = {
     ErrorCode.INVALID_INPUT: Category.VALIDATION,
 }
 
-_FIELDS = frozenset(
-    {
-        "code",
-        "message",
-        "hint",
-        "severity",
-        "context",
-        "transient",
-        "libvirt_code",
-        "libvirt_domain",
-        "cause",
-    }
-)
-
 
 @dataclass(eq=False)
 class AppError(Exception):
@@ -134,13 +121,15 @@ class AppError(Exception):
         object.__setattr__(self, "_sealed", True)
 
     def __setattr__(self, name: str, value: object) -> None:
-        # not a frozen dataclass: Python itself sets __traceback__/__notes__ on exceptions
-        if name in _FIELDS and self.__dict__.get("_sealed", False):
-            raise AttributeError(f"AppError is immutable: cannot set {name!r}")
+        # not a frozen dataclass: Python itself sets __traceback__/__notes__ on exceptions,
+        # so only the fields (a subclass's too) are sealed once built
+        if name in type(self).__dataclass_fields__ and self.__dict__.get("_sealed", False):
+            raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
         object.__setattr__(self, name, value)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), {f: getattr(self, f) for f in _FIELDS}))
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return (_rebuild, (type(self), values))
 
     def __str__(self) -> str:
         return self.message
