@@ -7,6 +7,7 @@ commit together or not at all. Reads go through a separate read-only engine.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -57,6 +58,17 @@ _PLAIN: dict[type, tuple[Table, Callable[[Any], dict[str, Any]]]] = {
     TaskUpdate: (TaskLog.__table__, rows.task_row),  # type: ignore[dict-item]
     AuditRecord: (Audit.__table__, rows.audit_row),  # type: ignore[dict-item]
     HostConnection: (HostConnectionRow.__table__, rows.connection_row),  # type: ignore[dict-item]
+}
+
+
+_SAMPLE_INSERT = {
+    style: "INSERT INTO metric_sample (metric_id, ts_ms, value) "
+    f"VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
+    for style, marks in (
+        ("qmark", ("?", "?", "?")),
+        ("numeric_dollar", ("$1", "$2", "$3")),
+        ("format", ("%s", "%s", "%s")),
+    )
 }
 
 
@@ -171,11 +183,14 @@ class Store:
     ) -> dict[MetricKey, int]:
         """Catalogue ids for every sample's metric, inserting new ones inside `conn`'s
         transaction. The cache learns them only after the commit (see `write`)."""
-        missing = {
-            (r.host, r.vm_uuid, r.metric): r.vm_name
-            for r in samples
-            if (r.host, r.vm_uuid, r.metric) not in self._metric_ids
-        }
+        missing: dict[MetricKey, str] = {}
+        cache = self._metric_ids
+        for start in range(0, len(samples), MAX_ROWS_PER_STATEMENT):
+            for r in samples[start : start + MAX_ROWS_PER_STATEMENT]:
+                key = (r.host, r.vm_uuid, r.metric)
+                if key not in cache:
+                    missing[key] = r.vm_name
+            await asyncio.sleep(0)  # a big flush never holds the loop for long
         if not missing:
             return {}
         stmt = self.insert(Metric).on_conflict_do_nothing(
@@ -227,6 +242,27 @@ class Store:
         )
         await self._insert_chunks(conn, stmt, params)
 
+    async def _write_samples(
+        self, conn: AsyncConnection, samples: Sequence[SampleRow], new_ids: dict[MetricKey, int]
+    ) -> None:
+        # the hot path: plain tuples through the driver's executemany, one statement per
+        # MAX_ROWS_PER_STATEMENT rows, so no long run of Python work blocks the loop
+        cache = self._metric_ids
+        sql = _SAMPLE_INSERT[conn.dialect.paramstyle]
+        for start in range(0, len(samples), MAX_ROWS_PER_STATEMENT):
+            chunk = samples[start : start + MAX_ROWS_PER_STATEMENT]
+            params = [
+                (
+                    cache.get((r.host, r.vm_uuid, r.metric))
+                    or new_ids[(r.host, r.vm_uuid, r.metric)],
+                    r.ts_ms,
+                    r.value,
+                )
+                for r in chunk
+            ]
+            await conn.exec_driver_sql(sql, params)
+            self.statements += 1
+
     async def write(self, samples: Sequence[SampleRow], records: Sequence[Record] = ()) -> int:
         """Write samples and records in ONE transaction; returns the rows written.
 
@@ -240,18 +276,8 @@ class Store:
             by_type[type(rec)].append(rec)
         async with self.engine.begin() as conn:
             new_ids = await self._ensure_metrics(conn, samples)
-            ids = {**self._metric_ids, **new_ids}
             if samples:
-                params = [
-                    {
-                        "metric_id": ids[(r.host, r.vm_uuid, r.metric)],
-                        "ts_ms": r.ts_ms,
-                        "value": r.value,
-                    }
-                    for r in samples
-                ]
-                stmt = self.insert(MetricSample).on_conflict_do_nothing()
-                await self._insert_chunks(conn, stmt, params)
+                await self._write_samples(conn, samples, new_ids)
             if reports := by_type.pop(ErrorReport, []):
                 await self._write_errors(conn, reports)
             for kind, items in by_type.items():

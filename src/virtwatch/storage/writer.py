@@ -17,6 +17,7 @@ import collections
 import contextlib
 import enum
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ RETRY_MIN_S = 1.0
 RETRY_MAX_S = 10.0
 
 Reporter = Callable[[AppError], None]
+_host_of = operator.itemgetter(0)  # SampleRow.host
 
 
 class WriterState(enum.StrEnum):
@@ -170,6 +172,8 @@ class StoreWriter:
         self.dropped_records = 0
         self._reported_drops = 0
         self.rows_written = 0
+        self.samples_written = 0
+        self.records_written = 0
         self.flushes = 0
         self.failed_flushes = 0
         self.last_flush_at: float | None = None
@@ -199,17 +203,21 @@ class StoreWriter:
             self._wakeup.set()
 
     def add_samples(self, samples: Iterable[SampleRow]) -> None:
-        """Queue raw samples; when the buffer is full the oldest sample makes room.
+        """Queue raw samples; when the buffer is full the oldest samples make room.
         A sample never displaces a record (errors, health, events are kept first)."""
-        for row in samples:
-            if self._buffered() >= self._buffer_rows:
-                if not self._samples:
-                    self.dropped_samples += 1  # only records and rows in flight are held
-                    continue
+        rows = samples if isinstance(samples, list) else list(samples)
+        if not rows:
+            return
+        overflow = self._buffered() + len(rows) - self._buffer_rows
+        if overflow > 0:
+            older = min(overflow, len(self._samples))
+            for _ in range(older):
                 self._samples.popleft()
-                self.dropped_samples += 1
-            self._samples.append(row)
-            self._own_hosts.add(row.host)
+            self.dropped_samples += overflow
+            if overflow > older:  # only records and rows in flight held: the oldest new go
+                rows = rows[overflow - older :]
+        self._samples.extend(rows)
+        self._own_hosts.update(map(_host_of, rows))
         self._mark_pending()
 
     def add_record(self, record: Record) -> None:
@@ -293,6 +301,8 @@ class StoreWriter:
                 self._samples.popleft()
                 self.dropped_samples += 1
             raise
+        self.samples_written += len(self._inflight_samples)
+        self.records_written += len(self._inflight_records)
         self._inflight_records, self._inflight_samples = [], []
         self.rows_written += written
         self.flushes += 1
