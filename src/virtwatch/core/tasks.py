@@ -1,6 +1,6 @@
 """Background tasks: a coroutine function run under a named retry policy (tenacity), with
-a timeout per attempt, bounded concurrency and cancel by id. Every state change
-(pending, running, retrying, succeeded, failed, cancelled) is a `TaskUpdate` on the hub.
+a timeout per attempt, bounded concurrency and cancel by id. Every state change is a
+`TaskUpdate` on the hub (RETRYING carries the coming attempt's number and its time).
 Only transient errors are retried; cancellation always propagates and is never retried.
 """
 
