@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import libvirt
 
+from virtwatch.core.collector import Collector
 from virtwatch.core.connection import ConnectionSource
 from virtwatch.core.errors import AppError, as_app_error
 from virtwatch.core.eventloop import LibvirtEventThread
@@ -32,6 +33,8 @@ from virtwatch.core.health import (
 )
 from virtwatch.core.model import DomainState, HostSample, Snapshot
 from virtwatch.core.records import HealthState
+from virtwatch.core.runtime import Runtime
+from virtwatch.core.uri import driver_of
 
 # name -> defaults. Units: % of capacity unless said; thresholds: warn, crit (higher = worse)
 CATALOGUE: tuple[CheckInfo, ...] = (
@@ -482,3 +485,37 @@ def sampler_probe(
         return hs
 
     return SharedSample(sample)
+
+
+def runtime_checks(
+    settings: HealthSettings,
+    runtime: Runtime,
+    *,
+    events: Mapping[str, EventStreamProbe] | None = None,
+    store: StoreProbe | None = None,
+) -> list[Check]:
+    """Every standard check for an open Runtime: per host reachability and pool saturation
+    (its pool), event liveness (`events` by host label), host and VM checks (its
+    collector's latest snapshot; none for the test driver's fictional host), and the
+    store's writability when a writer is given."""
+    out: list[Check] = []
+    for host in runtime.hosts:
+        collector = next(c for c in runtime.collectors if c.host == host.label)
+        pool = runtime.pools[host.label]
+        sample, snapshot = collector_probes(host.label, _last_of(collector))
+        probes = HostProbes(
+            host.label,
+            source=pool,
+            pool=pool,
+            events=(events or {}).get(host.label),
+            host_sample=None if driver_of(host.uri) == "test" else sample,
+            snapshot=snapshot,
+        )
+        out += host_checks(settings, probes)
+    if store is not None:
+        out.append(store_check(settings, store))
+    return out
+
+
+def _last_of(collector: Collector) -> SnapshotFn:
+    return lambda: collector.last

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,6 +288,23 @@ async def run_db(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def health_monitor(
+    rt: Runtime, hub: Hub, writer: StoreWriter | None = None
+) -> AsyncIterator[None]:
+    """Every standard health check of `rt` (and of the store writer) in the background,
+    results and alerts on the hub, thresholds from the config file's [health]."""
+    from virtwatch.core.checks import CATALOGUE, runtime_checks
+    from virtwatch.core.config import load_config
+    from virtwatch.core.health import HealthMonitor, HealthRegistry, health_settings
+    from virtwatch.tui.settings import default_config_path
+
+    settings = health_settings(load_config(default_config_path()), CATALOGUE)
+    checks = runtime_checks(settings, rt, store=writer)
+    async with HealthMonitor(HealthRegistry(checks), hub.publish, settings):
+        yield
+
+
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
     prepare_libvirt()
@@ -304,9 +321,7 @@ async def run_record(args: argparse.Namespace) -> int:
                 host = HostConfig(
                     uri, name=args.name, read_only=args.read_only, interval_s=args.interval
                 )
-                async with Runtime([host], hub=hub):
-                    # health checks (issue 4) go here, with the writer's own check:
-                    # storage.writer.writer_health(writer.stats(), now=...)
+                async with Runtime([host], hub=hub) as rt, health_monitor(rt, hub, writer):
                     print(
                         f"virtwatch: recording {redact_uri(uri)} into {redact_text(store.url)}; "
                         "stop with Ctrl-C or SIGTERM",
@@ -449,13 +464,7 @@ async def run_export(args: argparse.Namespace) -> int:
 async def run_health(args: argparse.Namespace) -> int:
     """Every health check once, headless: a table (or --json) on stdout; the exit code is
     the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
-    from virtwatch.core.checks import (
-        CATALOGUE,
-        HostProbes,
-        collector_probes,
-        host_checks,
-        store_check,
-    )
+    from virtwatch.core.checks import CATALOGUE, runtime_checks, store_check
     from virtwatch.core.config import load_config
     from virtwatch.core.events import DomainEventStream
     from virtwatch.core.health import (
@@ -465,7 +474,6 @@ async def run_health(args: argparse.Namespace) -> int:
         health_settings,
         worst,
     )
-    from virtwatch.core.uri import driver_of
     from virtwatch.tui.settings import default_config_path
 
     prepare_libvirt()
@@ -486,16 +494,7 @@ async def run_health(args: argparse.Namespace) -> int:
             if collector.last is not None and collector.last.tick >= 2:
                 break
             await asyncio.sleep(0.1)
-        sample, snapshot = collector_probes(host.label, lambda: collector.last)
-        probes = HostProbes(
-            host.label,
-            source=pool,
-            pool=pool,
-            events=events,
-            host_sample=None if driver_of(uri) == "test" else sample,  # a fictional host
-            snapshot=snapshot,
-        )
-        checks = host_checks(settings, probes)
+        checks = runtime_checks(settings, rt, events={host.label: events})
         writer = None
         if args.db:
             store = await stack.enter_async_context(Store(db_url(args.db)))
