@@ -427,3 +427,94 @@ def all_records() -> list[object]:
         *audit_records(),
         *domain_events(),
     ]
+
+
+# --- the collector's newer fields (issue 4): opt-in, so existing screens stay as they are --
+
+import dataclasses  # noqa: E402
+
+from virtwatch.core.model import DiskIo, MountUsage, NetIo, Pressure  # noqa: E402
+
+
+def with_io(
+    d: DomainSample,
+    *,
+    disk_bps: tuple[float, float] = (1_200_000.0, 350_000.0),
+    net_bps: tuple[float, float] = (80_000.0, 25_000.0),
+    steal_pct: float = 1.5,
+    slow_age_s: float = 4.0,
+) -> DomainSample:
+    """`d` with disk/network rates, steal and memory measured `slow_age_s` before its tick
+    (the collector reads those groups on a slower cadence and says when)."""
+    at = d.measured_at - slow_age_s
+    rd, wr = disk_bps
+    rx, tx = net_bps
+    return dataclasses.replace(
+        d,
+        vcpu_delay_pct=steal_pct,
+        mem_current_kib=d.mem_alloc_kib,
+        mem_measured_at=at,
+        disk=DiskIo(
+            ("vda",), 9 * 10**9, 4 * 10**9, 300_000, 120_000,
+            rd, wr, rd / 4096, wr / 4096, 40 * 1024**3, 12 * 1024**3, at,
+        ),
+        net=NetIo(
+            ("vnet3",), 7 * 10**9, 2 * 10**9, 6 * 10**6, 3 * 10**6, 0, 0, 12, 0,
+            rx, tx, rx / 800, tx / 800, 0.0, 0.0, at,
+        ),
+    )  # fmt: skip
+
+
+GIB = 1024**3
+
+
+def full_host_sample(*, measured_at: float = NOW) -> HostSample:
+    """A local host sample with everything psutil and /proc/pressure give."""
+    return HostSample(
+        cpu_pct=31.5,
+        mem_total_kib=64 * 1024 * 1024,
+        mem_used_kib=41 * 1024 * 1024,
+        source="psutil",
+        measured_at=measured_at,
+        cpus=16,
+        cpu_per_core_pct=tuple(float(10 + 5 * (i % 8)) for i in range(16)),
+        mem_available_kib=23 * 1024 * 1024,
+        swap_total_kib=8 * 1024 * 1024,
+        swap_used_kib=256 * 1024,
+        load1=5.2,
+        load5=4.8,
+        load15=4.1,
+        mounts=(
+            MountUsage("/", "/dev/nvme0n1p2", "ext4", 200 * GIB, 61 * GIB, 129 * GIB, 32.1),
+            MountUsage(
+                "/var/lib/libvirt/images", "/dev/md0", "xfs", 4096 * GIB, 3072 * GIB, 1024 * GIB, 75
+            ),
+        ),
+        disk_read_bps=48_000_000.0,
+        disk_write_bps=21_000_000.0,
+        disk_read_iops=900.0,
+        disk_write_iops=450.0,
+        net_rx_bps=12_500_000.0,
+        net_tx_bps=3_100_000.0,
+        net_errs_ps=0.0,
+        net_drops_ps=0.0,
+        psi=(
+            Pressure("cpu", 2.1, 3.4, 2.8, 10**9),
+            Pressure("memory", 0.0, 0.1, 0.1, 10**7, 0.0, 0.0, 0.0, 10**6),
+            Pressure("io", 1.2, 0.9, 0.7, 10**8, 0.4, 0.3, 0.2, 10**7),
+        ),
+    )  # fmt: skip
+
+
+def stale_snapshot(*, age_s: float = 95.0) -> Snapshot:
+    """The fleet's last good snapshot as the collector republishes it when the host stops
+    answering: same values and `taken_at`, marked stale with the error and retry time."""
+    snap = fleet_snapshot(taken_at=NOW - age_s)
+    return dataclasses.replace(
+        snap,
+        stale=True,
+        error="qemu:///system did not answer within 30 s — the host or libvirtd may be "
+        "overloaded or hung; its last values stay on screen, marked stale",
+        failed_since=NOW - age_s + 30,
+        next_try_at=NOW + 2,
+    )
