@@ -41,7 +41,7 @@ class ProxyConnection:
         self._conn = conn
         self._bulk = bulk
 
-    def getAllDomainStats(self, stats: int, flags: int) -> Any:  # noqa: N802 - libvirt's name
+    def getAllDomainStats(self, stats: int, flags: int) -> Any:
         return self._bulk(self._conn, stats, flags)
 
     def __getattr__(self, name: str) -> Any:
@@ -306,8 +306,8 @@ async def test_a_runtime_collects_on_its_interval(make_fleet: FleetFactory) -> N
     assert all(t.host == "t" for t in ticks)
 
 
-async def next_of(sub: Any, want: Callable[[Any], bool], timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
+async def next_of(sub: Any, want: Callable[[Any], bool], within_s: float = 10.0) -> Any:
+    async with asyncio.timeout(within_s):
         while True:
             item = await sub.get()
             if want(item):
@@ -337,14 +337,17 @@ async def test_a_lost_connection_marks_the_host_stale_then_it_recovers(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await source.close()
-    assert stale.error and "collecting stats" in stale.error
-    assert stale.failed_since is not None and stale.next_try_at is not None
+    assert stale.error is not None
+    assert "collecting stats" in stale.error
+    assert stale.failed_since is not None
+    assert stale.next_try_at is not None
     assert stale.taken_at <= stale.failed_since  # its values are as old as taken_at says
     assert stale.age_s(stale.failed_since + 5) >= 5
     assert stale.domains  # the last values stay
     assert report.host == "h1"
     assert report.error.code is ErrorCode.LIBVIRT_CONNECTION_LOST
-    assert fresh.error is None and fresh.failed_since is None
+    assert fresh.error is None
+    assert fresh.failed_since is None
     assert collector.failures >= 1
 
 
@@ -396,7 +399,8 @@ async def test_a_hung_host_delays_no_other_and_is_marked_stale(make_fleet: Fleet
         await hung_source.close()
         await ok_source.close()
     assert timeout.error.code is ErrorCode.TIMEOUT
-    assert stale.error and "did not answer" in stale.error
+    assert stale.error is not None
+    assert "did not answer" in stale.error
     assert snap.stale is False
     # the first tick learned the refusals (2 calls), then ONE call hung; no pile-up
     assert calls_while_hung == 3
