@@ -89,12 +89,14 @@ def sparkline(values: list[float], width: int, *, top: float | None = None) -> s
     if not tail:
         return " " * width
     hi = top if top is not None else max(max(tail), 1.0)
-    hi = hi if hi > 0 else 1.0
-    out = []
-    for v in tail:
-        frac = 0.0 if v != v else min(1.0, max(0.0, v / hi))  # NaN draws as the floor
-        out.append(_BARS[min(len(_BARS) - 1, int(frac * (len(_BARS) - 1) + 0.5))])
-    return " " * (width - len(tail)) + "".join(out)
+    scale = (len(_BARS) - 1) / (hi if hi > 0 else 1.0)
+    last = len(_BARS) - 1
+    bars = _BARS
+    # NaN draws as the floor; values are clamped to 0..top
+    out = "".join(
+        bars[min(last, max(0, int(v * scale + 0.5)))] if v == v else bars[0] for v in tail
+    )
+    return " " * (width - len(tail)) + out
 
 
 def gauge(pct: float | None, width: int) -> str:

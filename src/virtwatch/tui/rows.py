@@ -114,6 +114,8 @@ def row_cells(
     cpu = fmt_pct(d.cpu_pct)
     if d.state.is_active:
         cpu = f"{cpu} {sparkline(list(spark), SPARK_WIDTH, top=100.0)}"
+    disk = getattr(d, "disk", None)
+    net = getattr(d, "net", None)
     return (
         "●" if marked else " ",
         host,
@@ -122,8 +124,8 @@ def row_cells(
         UNKNOWN if d.vcpus is None else str(d.vcpus),
         cpu,
         fmt_mem(d.mem_used_kib, d.mem_alloc_kib),
-        fmt_pair(fmt_rate(_rate(d, "disk_rd_bps")), fmt_rate(_rate(d, "disk_wr_bps"))),
-        fmt_pair(fmt_rate(_rate(d, "net_rx_bps")), fmt_rate(_rate(d, "net_tx_bps"))),
+        UNKNOWN if disk is None else fmt_pair(fmt_rate(disk.rd_bps), fmt_rate(disk.wr_bps)),
+        UNKNOWN if net is None else fmt_pair(fmt_rate(net.rx_bps), fmt_rate(net.tx_bps)),
         uptime_text(d, now),
     )
 
