@@ -135,3 +135,30 @@ async def test_two_recorders_share_one_database_and_stop_cleanly(
     doc = json.loads(out)
     assert doc["tables"]["metric_sample"]["rows"] == len(keys)
     assert doc["tables"]["metric"]["rows"] == 75
+
+
+def test_a_bad_storage_setting_is_one_line_naming_the_key(
+    tmp_path: Path, make_fleet: FleetFactory
+) -> None:
+    import subprocess
+
+    config = tmp_path / "config.toml"
+    config.write_text("[storage]\nraw_hours = 0\n")
+    out = subprocess.run(
+        [
+            BIN,
+            "record",
+            "--uri",
+            make_fleet(2),
+            "--db",
+            str(tmp_path / "v.db"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "storage.raw_hours" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--read-only", action="store_true", help="open read-only connections")
     rec.add_argument("--name", help="the host's name in the database (default: its URI)")
+    rec.add_argument("--config", help="config file (default: platform config dir)")
     vm = sub.add_parser(
         "vm", help="act on one VM and verify the outcome (exit 0 only when verified)"
     )
@@ -307,6 +308,12 @@ async def health_monitor(
 
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
+    from virtwatch.core.config import load_config
+    from virtwatch.storage.settings import parse_storage
+    from virtwatch.tui.settings import default_config_path
+
+    config = load_config(Path(args.config) if args.config else default_config_path())
+    storage = parse_storage(config.section("storage"), config.path)
     prepare_libvirt()
     uri, _explicit = resolve_uri(args.uri)
     hub = Hub()
@@ -315,8 +322,14 @@ async def run_record(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Store(db_url(args.db or default_db_path())) as store:
-            writer = StoreWriter(store, hub)
+        async with Store(db_url(args.db or storage.db or default_db_path())) as store:
+            writer = StoreWriter(
+                store,
+                hub,
+                buffer_rows=storage.buffer_rows,
+                flush_interval_s=storage.flush_interval_s,
+                retention_policy=storage.retention,
+            )
             async with writer:
                 host = HostConfig(
                     uri, name=args.name, read_only=args.read_only, interval_s=args.interval
