@@ -39,7 +39,9 @@ from virtwatch.storage.export import (
     build_export,
     default_export_name,
     dump_export,
+    parse_export,
     redact_document,
+    summarize,
     write_export,
 )
 from virtwatch.storage.models import DomainEventRow, HostConnectionRow, MetricMinute
@@ -417,7 +419,15 @@ async def test_the_export_document_and_its_schema(scenario: Scenario) -> None:
         ("resume", "failed"),
         ("force_off", "verified"),
     ]
-    metrics = doc["metrics"]
+    out = io.StringIO()
+    dump_export(doc, out)
+    assert out.getvalue().endswith("}\n")
+    on_disk = json.loads(out.getvalue())  # the series as the database wrote them, spliced in
+    assert on_disk == parse_export(doc)
+    assert {k: v for k, v in on_disk.items() if k != "metrics"} == {
+        k: v for k, v in doc.items() if k != "metrics"
+    }
+    metrics = on_disk["metrics"]
     assert metrics["resolution"] == "minute"
     assert metrics["columns"] == list(METRIC_COLUMNS)
     names = {(s["vm_name"], s["metric"]) for s in metrics["series"]}
@@ -433,9 +443,8 @@ async def test_the_export_document_and_its_schema(scenario: Scenario) -> None:
     assert len(web["points"]) == 90
     ts, count, total, lo, hi, p95 = web["points"][60]
     assert (ts, count, total, lo, hi, p95) == (T0 + 60 * MIN, 6, 570.0, 95.0, 95.0, 95.0)
-    out = io.StringIO()
-    dump_export(doc, out)
-    assert json.loads(out.getvalue()) == json.loads(json.dumps(doc))
+    assert [p[0] for p in web["points"]] == [T0 + m * MIN for m in range(90)]  # in time order
+    assert summarize(doc)[1] == "4 metric series (360 minutes) of 1 host(s)"
 
 
 async def test_secrets_never_reach_the_export(scenario: Scenario, tmp_path: Path) -> None:

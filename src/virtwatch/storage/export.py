@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,25 +50,66 @@ MAX_RECORDS = 200_000  # per section; beyond it the document says `truncated`
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|keyfile|pkipath", re.I)
 
 
-def redact_document(value: Any, *, key: str = "") -> Any:
-    """A copy with every string redacted and secret-looking keys masked. Lists under a
-    `points` key hold numbers only and are passed through untouched (they are big)."""
-    if isinstance(value, str):
-        return MASK if key and _SECRET_KEY.search(key) else redact_text(value)
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            name = redact_text(str(k))
-            if _SECRET_KEY.search(name) and v is not None:
-                out[name] = MASK
-            elif name == "points":
-                out[name] = v
-            else:
-                out[name] = redact_document(v, key=name)
+class RawJson(str):
+    """JSON text the database wrote (a series' minute rows); spliced into the document
+    verbatim by `export_json`. `rows` is how many points it holds."""
+
+    rows: int
+
+    def __new__(cls, text: str, rows: int) -> RawJson:
+        obj = super().__new__(cls, text)
+        obj.rows = rows
+        return obj
+
+
+_SCALARS = (int, float, bool)
+
+
+def redact_document(value: Any) -> Any:
+    """A copy with every string redacted and values under secret-looking keys masked.
+    RawJson (numbers only, and big) passes untouched. Repeated strings and keys are
+    redacted once (a day of health results repeats the same few hundred)."""
+    texts: dict[str, str] = {}
+    secret_keys: dict[str, bool] = {}
+
+    def text(v: str) -> str:
+        out = texts.get(v)
+        if out is None:
+            out = texts[v] = redact_text(v)
         return out
-    if isinstance(value, (list, tuple)):
-        return [redact_document(v, key=key) for v in value]
-    return value
+
+    def is_secret(k: str) -> bool:
+        hit = secret_keys.get(k)
+        if hit is None:
+            hit = secret_keys[k] = bool(_SECRET_KEY.search(k))
+        return hit
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, RawJson):
+            return v
+        if isinstance(v, str):
+            return text(v)
+        if isinstance(v, Mapping):
+            out: dict[str, Any] = {}
+            for k, item in v.items():  # flat rows inline: a day holds ~30k health results
+                name = text(k if type(k) is str else str(k))
+                kind = type(item)
+                if item is None:
+                    out[name] = None
+                elif is_secret(name):
+                    out[name] = MASK
+                elif kind is str:
+                    out[name] = text(item)
+                elif kind in _SCALARS:
+                    out[name] = item
+                else:
+                    out[name] = walk(item)
+            return out
+        if isinstance(v, (list, tuple)):
+            return [walk(item) for item in v]
+        return v
+
+    return walk(value)
 
 
 def _facts(f: HostFacts) -> dict[str, object]:
@@ -107,21 +149,27 @@ _AUDIT_COLS = (
 )  # fmt: skip
 
 
+_LABELS: dict[tuple[Any, int], str] = {}
+
+
 def _label(enum_type: Any, value: int) -> str:
-    try:
-        return str(enum_type(value).label)
-    except ValueError:
-        return str(value)
+    key = (enum_type, value)
+    out = _LABELS.get(key)
+    if out is None:
+        try:
+            out = str(enum_type(value).label)
+        except ValueError:
+            out = str(value)
+        _LABELS[key] = out
+    return out
 
 
-def _times(row: Mapping[str, Any]) -> dict[str, Any]:
-    """`*_ms` columns -> epoch seconds under the name without `_ms`."""
-    return {
-        (k[:-3] if k.endswith("_ms") else k): (
-            v / 1000 if k.endswith("_ms") and v is not None else v
-        )
-        for k, v in row.items()
-    }
+def _times(row: dict[str, Any]) -> dict[str, Any]:
+    """`*_ms` columns -> epoch seconds under the name without `_ms` (in place)."""
+    for k in [k for k in row if k.endswith("_ms")]:
+        v = row.pop(k)
+        row[k[:-3]] = None if v is None else v / 1000
+    return row
 
 
 async def build_export(
@@ -253,9 +301,9 @@ async def build_export(
             "vm_uuid": s.vm_uuid or None,
             "vm_name": s.vm_name or None,
             "metric": s.metric,
-            "points": points,
+            "points": RawJson(points, rows),
         }
-        for s, points in await tq.minute_series(window.since, window.until, keys)
+        for s, rows, points in await tq.minute_series_json(window.since, window.until, keys)
     ]
     at = time.time() if now is None else now
     doc = {
@@ -291,9 +339,38 @@ async def build_export(
     return redacted
 
 
+def export_json(doc: Mapping[str, Any]) -> str:
+    """The document as compact JSON, the database's series text spliced in verbatim.
+    (`json.dumps` in one shot: only that path uses the C encoder.)"""
+    raws: list[RawJson] = []
+    nonce = secrets.token_hex(8)
+
+    def hole(v: Any) -> Any:
+        if isinstance(v, RawJson):
+            raws.append(v)
+            return f"\x00{nonce}:{len(raws) - 1}\x00"
+        return v
+
+    metrics = doc.get("metrics")
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("series"), list):
+        series = [{k: hole(v) for k, v in s.items()} for s in metrics["series"]]
+        doc = {**doc, "metrics": {**metrics, "series": series}}
+
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if not raws:
+        return text
+    holes = re.compile(r'"\\u0000' + nonce + r':(\d+)\\u0000"')
+    return holes.sub(lambda m: raws[int(m.group(1))], text)
+
+
+def parse_export(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The document as a reader of the file sees it (series points as lists)."""
+    parsed: dict[str, Any] = json.loads(export_json(doc))
+    return parsed
+
+
 def dump_export(doc: Mapping[str, Any], out: IO[str]) -> None:
-    """Compact JSON (the C encoder; an indented dump of a day of minutes is ~10x slower)."""
-    json.dump(doc, out, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    out.write(export_json(doc))
     out.write("\n")
 
 
@@ -324,7 +401,9 @@ def default_export_name(window: Window) -> str:
 def summarize(doc: Mapping[str, Any]) -> Sequence[str]:
     """A few words for a toast or stderr: what went into the document."""
     series = doc["metrics"]["series"]
-    points = sum(len(s["points"]) for s in series)
+    points = sum(
+        s["points"].rows if isinstance(s["points"], RawJson) else len(s["points"]) for s in series
+    )
     return [
         f"{len(doc['timeline'])} timeline entries, {len(doc['errors'])} errors, "
         f"{len(doc['audit'])} actions, {len(doc['health']['results'])} health results",
