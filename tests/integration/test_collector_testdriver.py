@@ -317,20 +317,33 @@ async def next_of(sub: Any, want: Callable[[Any], bool], within_s: float = 10.0)
 async def test_a_lost_connection_marks_the_host_stale_then_it_recovers(
     make_fleet: FleetFactory,
 ) -> None:
-    """The connection dies under the collector: its last snapshot is republished stale,
-    with the error and its age; the source reconnects and fresh snapshots follow."""
+    """The host's connection dies: the last snapshot is republished stale, with the error
+    and its age; the source drops the dead connection, reconnects, fresh snapshots follow.
+
+    The failure is libvirt's own ("invalid connection", from a connection libvirt already
+    closed); the live one is never closed under a call in flight (that would crash)."""
+    uri = make_fleet(3)
+    dead = libvirt.open(uri)
+    dead.close()
+    failing = threading.Event()
+
+    def dies(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        if failing.is_set():
+            return dead.getAllDomainStats(stats, flags)
+        return conn.getAllDomainStats(stats, flags)
+
     hub = Hub()
     snaps = hub.subscribe(Snapshot)
     errors = hub.subscribe(ErrorReport)
-    source = SingleConnection(make_fleet(3))
+    source = ProxySource(uri, dies)
     collector = Collector(source, hub.publish, host="h1", interval_s=0.05)
     task = asyncio.create_task(collector.run())
     try:
         good = await next_of(snaps, lambda s: not s.stale)
-        async with source.connection() as conn:
-            await asyncio.to_thread(conn.close)  # every later call: "invalid connection"
+        failing.set()
         stale = await next_of(snaps, lambda s: s.stale)
         report = await next_of(errors, lambda _r: True)
+        failing.clear()
         fresh = await next_of(snaps, lambda s: not s.stale and s.tick > good.tick)
     finally:
         task.cancel()
@@ -404,3 +417,39 @@ async def test_a_hung_host_delays_no_other_and_is_marked_stale(make_fleet: Fleet
     assert snap.stale is False
     # the first tick learned the refusals (2 calls), then ONE call hung; no pile-up
     assert calls_while_hung == 3
+
+
+async def test_stopping_waits_for_the_call_in_flight(make_fleet: FleetFactory) -> None:
+    """Cancelling run() never ends the borrow while its thread is inside libvirt (the
+    connection could then be closed under the call): it waits for the call to return."""
+    entered = threading.Event()
+    release = threading.Event()
+    returned = threading.Event()
+    calls = 0
+
+    def slow(conn: libvirt.virConnect, stats: int, flags: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 2:  # after the first tick (two calls: it learns the refusals)
+            entered.set()
+            release.wait(30)
+        out = conn.getAllDomainStats(stats, flags)
+        if calls > 2:
+            returned.set()
+        return out
+
+    source = ProxySource(make_fleet(3), slow)
+    collector = Collector(source, lambda _x: None, interval_s=0.05)
+    task = asyncio.create_task(collector.run())
+    try:
+        await asyncio.to_thread(entered.wait, 30)
+        task.cancel()
+        await asyncio.sleep(0.2)
+        assert not task.done()  # still waiting for the call, not abandoning it
+        release.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert returned.is_set()
+    finally:
+        release.set()
+        await source.close()

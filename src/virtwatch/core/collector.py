@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 DEFAULT_INTERVAL_S = 2.0
 DEFAULT_SLOW_INTERVAL_S = 10.0
 DEFAULT_TICK_TIMEOUT_S = 30.0
+SHUTDOWN_GRACE_S = 5.0  # how long run() waits, when cancelled, for a call in flight
 # daemon-side cost for five QEMU VMs (notes/libvirt.md): STATE 0.2 ms, CPU_TOTAL 5.4,
 # VCPU 6.2, BALLOON 6.5, BLOCK 12; the brief puts VCPU (steal) with the cheap ones
 FAST_GROUPS = STATS_STATE | STATS_CPU_TOTAL | STATS_VCPU
@@ -323,8 +324,13 @@ class Collector:
                             await self._force.wait()
                 self._force.clear()
         finally:
-            if self._inflight is not None and not self._inflight.done():
-                self._inflight.cancel()
+            task = self._inflight
+            if task is not None and not task.done():
+                # never cancel it: cancelling would end the borrow while the thread is still
+                # inside libvirt, and the connection could be closed under it (a crash, not
+                # an error). Let the call finish, for a bounded time; a hung call keeps its
+                # borrow and the source decides at close.
+                await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
             executor.shutdown(wait=False, cancel_futures=True)
 
     async def tick(self) -> Snapshot:
