@@ -12,7 +12,9 @@ from sqlalchemy import func, select
 from tests.canned import NOW, fleet_snapshot
 from tests.storage.databases import pg_run
 from tests.storage.waiting import until
+from virtwatch.core.checks import store_readings
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.health import Thresholds, judge
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.records import (
     AuditRecord,
@@ -40,9 +42,16 @@ from virtwatch.storage.models import (
 from virtwatch.storage.queries import Queries, Resolution
 from virtwatch.storage.rows import SampleRow, rows_from_snapshot
 from virtwatch.storage.store import Store
-from virtwatch.storage.writer import StoreWriter, WriterState, WriterStats, writer_health
+from virtwatch.storage.writer import StoreWriter, WriterState, WriterStats
 
 PER_TICK = len(rows_from_snapshot(fleet_snapshot()))
+LIMITS = Thresholds(10.0, 60.0)
+
+
+def verdict(stats: WriterStats) -> tuple[HealthState, str]:
+    """The health check's verdict on the writer (core/checks.py, as the registry runs it)."""
+    [reading] = store_readings("database", stats, LIMITS, NOW)
+    return reading.state or judge(reading.value, LIMITS), reading.message
 
 
 def health(i: int, at: float = NOW) -> HealthResult:
@@ -146,8 +155,7 @@ async def test_disk_full_keeps_the_app_up_reports_it_and_recovers(store_url: str
             stats = writer.stats()
             assert stats.buffered_samples >= 200 * PER_TICK - 2000
             assert "full" in (stats.last_error or "")
-            verdict = writer_health(stats, now=NOW)
-            assert verdict.state is HealthState.CRIT
+            assert verdict(stats)[0] is HealthState.CRIT
             full = await _first_report(reports, ErrorCode.DATABASE_ERROR)
             assert full.error.severity is Severity.CRITICAL
             assert "full" in full.error.message
@@ -159,7 +167,7 @@ async def test_disk_full_keeps_the_app_up_reports_it_and_recovers(store_url: str
                 ),
                 what="recovery",
             )
-            assert writer_health(writer.stats(), now=NOW).state is HealthState.OK
+            assert verdict(writer.stats())[0] is HealthState.OK
         assert await count(store, MetricSample) == 205 * PER_TICK  # not one row lost
         assert await count(store, HealthResultRow) == 1
         logged = await Queries(store).errors(code=ErrorCode.DATABASE_ERROR)
@@ -193,7 +201,7 @@ async def _refusing_postgres(url: str) -> None:
             pg_run(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on', kick)
             publish_ticks(hub, 50, start=5)
             await until(lambda: writer.stats().state is WriterState.FAILING, what="failing")
-            assert writer_health(writer.stats(), now=NOW).state is HealthState.CRIT
+            assert verdict(writer.stats())[0] is HealthState.CRIT
             await _first_report(reports, ErrorCode.DATABASE_ERROR)
             pg_run(f'ALTER DATABASE "{name}" RESET default_transaction_read_only', kick)
             await until(
@@ -307,7 +315,9 @@ async def test_a_write_lock_held_elsewhere_loses_nothing_and_reports_nothing(
     assert reports.pending() == 0  # no error reached the user
 
 
-def test_writer_health_verdicts() -> None:
+def test_the_health_check_reads_the_writer_stats() -> None:
+    from dataclasses import replace
+
     base = WriterStats(
         state=WriterState.RUNNING,
         buffered_samples=0,
@@ -322,23 +332,19 @@ def test_writer_health_verdicts() -> None:
         last_error=None,
         lag_s=0.4,
     )
-    from dataclasses import replace
-
-    assert writer_health(base, now=NOW).state is HealthState.OK
-    assert writer_health(replace(base, lag_s=15), now=NOW).state is HealthState.WARN
-    assert writer_health(replace(base, lag_s=90), now=NOW).state is HealthState.CRIT
-    dropped = writer_health(replace(base, dropped_samples=5), now=NOW)
-    assert dropped.state is HealthState.WARN
-    assert "5 samples" in dropped.message
+    assert verdict(base)[0] is HealthState.OK
+    assert verdict(replace(base, lag_s=15))[0] is HealthState.WARN
+    assert verdict(replace(base, lag_s=90))[0] is HealthState.CRIT
+    state, message = verdict(replace(base, dropped_samples=5))
+    assert state is HealthState.WARN
+    assert "5 rows dropped" in message
     failing = replace(
         base, state=WriterState.FAILING, failing_since=NOW - 30, last_error="disk full"
     )
-    verdict = writer_health(failing, now=NOW)
-    assert verdict.state is HealthState.CRIT
-    assert "disk full" in verdict.message
-    assert writer_health(replace(base, state=WriterState.CLOSED), now=NOW).state is (
-        HealthState.UNKNOWN
-    )
+    state, message = verdict(failing)
+    assert state is HealthState.CRIT
+    assert "disk full" in message
+    assert verdict(replace(base, state=WriterState.CLOSED))[0] is HealthState.UNKNOWN
 
 
 async def test_the_writer_rolls_up_and_retains_as_it_goes(store_url: str) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import Snapshot
-from virtwatch.core.records import HealthResult, HealthState
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
@@ -62,7 +61,8 @@ class WriterState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """What a health check and `db stats` need to judge the writer."""
+    """What the `store.writable` health check (core/checks.py `store_check`, which takes
+    the writer itself) needs to judge the writer."""
 
     state: WriterState
     buffered_samples: int
@@ -80,46 +80,6 @@ class WriterStats:
     @property
     def buffered(self) -> int:
         return self.buffered_samples + self.buffered_records
-
-
-def writer_health(
-    stats: WriterStats,
-    *,
-    now: float,
-    warn_lag_s: float = 10.0,
-    crit_lag_s: float = 60.0,
-    subject: str = "database",
-) -> HealthResult:
-    """The "store writable and its write lag" check as a pure function of the stats."""
-    if stats.state is WriterState.FAILING:
-        state = HealthState.CRIT
-        message = (
-            f"the database refuses writes since {now - (stats.failing_since or now):.0f} s: "
-            f"{stats.last_error}; {stats.buffered} rows held in memory"
-        )
-    elif stats.state is WriterState.CLOSED or stats.state is WriterState.UNSTARTED:
-        state, message = HealthState.UNKNOWN, f"the store writer is {stats.state}"
-    elif stats.lag_s >= crit_lag_s:
-        state, message = HealthState.CRIT, f"writes are {stats.lag_s:.1f} s behind"
-    elif stats.lag_s >= warn_lag_s:
-        state, message = HealthState.WARN, f"writes are {stats.lag_s:.1f} s behind"
-    else:
-        state, message = HealthState.OK, f"writable, {stats.lag_s:.1f} s behind"
-    if stats.dropped_samples or stats.dropped_records:
-        message += f"; {stats.dropped_samples} samples and {stats.dropped_records} records dropped"
-        state = max(state, HealthState.WARN) if state is not HealthState.UNKNOWN else state
-    return HealthResult(
-        check="store.writable",
-        subject=subject,
-        state=state,
-        raw_state=state,
-        value=round(stats.lag_s, 3),
-        unit="s",
-        warn=warn_lag_s,
-        crit=crit_lag_s,
-        message=message,
-        at=now,
-    )
 
 
 def is_busy(err: BaseException) -> bool:
