@@ -300,6 +300,34 @@ def test_values_are_worded_in_their_unit() -> None:
     assert format_value("other", 1234567) == "1.235e+06"
 
 
+def test_every_metric_the_collector_stores_has_a_rule_and_a_name() -> None:
+    from virtwatch.core.spikes import metric_label
+
+    rules = SpikeRules()
+    stored = [
+        "cpu_pct",
+        "vcpu_delay_pct",
+        "mem_used_kib",
+        "disk_rd_bps",
+        "disk_wr_bps",
+        "disk_rd_iops",
+        "disk_wr_iops",
+        "net_rx_bps",
+        "net_tx_bps",
+        "host.cpu_pct",
+        "host.mem_used_kib",
+        "host.swap_used_kib",
+        "host.disk_read_bps",
+        "host.disk_write_bps",
+        "host.net_rx_bps",
+        "host.net_tx_bps",
+    ]
+    for metric in stored:
+        assert rules.policy_for(metric) is not None, metric
+        assert metric_label(metric) != metric, metric
+    assert rules.policy_for("mem_alloc_kib") is None
+
+
 def test_summary_and_detail_say_what_was_judged() -> None:
     rows = series_of([10.0] * 30 + [90.0] * 3)
     (edge,) = detect_spikes(rows, POLICY)

@@ -276,9 +276,21 @@ def spike_rules(section: Mapping[str, Any]) -> SpikeRules:
 
 _LABELS = {
     "cpu_pct": "CPU",
+    "vcpu_delay_pct": "vCPU delay",
     "mem_used_kib": "memory used",
+    "disk_rd_bps": "disk read",
+    "disk_wr_bps": "disk write",
+    "disk_rd_iops": "disk read IOPS",
+    "disk_wr_iops": "disk write IOPS",
+    "net_rx_bps": "network receive",
+    "net_tx_bps": "network send",
     "host.cpu_pct": "host CPU",
     "host.mem_used_kib": "host memory used",
+    "host.swap_used_kib": "host swap used",
+    "host.disk_read_bps": "host disk read",
+    "host.disk_write_bps": "host disk write",
+    "host.net_rx_bps": "host network receive",
+    "host.net_tx_bps": "host network send",
 }
 
 
