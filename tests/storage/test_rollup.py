@@ -201,3 +201,13 @@ async def test_hosts_roll_up_independently(store_url: str) -> None:
         counts = Counter(h for (h, _t) in (await rollup.watermarks(store)))
         assert counts == {"hv-a": 2, "hv-b": 2}
         assert sum(m.count for m in await _tier_rows(store, MetricMinute)) == len(a) + len(b)
+
+
+async def test_hosts_nobody_records_any_more_are_found(store_url: str) -> None:
+    old = day_of_samples(host="hv-gone", vms=1, metrics=("cpu_pct",), span_ms=HOUR_MS)
+    live = day_of_samples(host="hv-live", vms=1, metrics=("cpu_pct",), span_ms=3 * HOUR_MS)
+    async with Store(store_url) as store:
+        await store.write(old + live)
+        quiet = T0_MS + 2 * HOUR_MS
+        assert await rollup.idle_hosts(store, quiet_since_ms=quiet) == ["hv-gone"]
+        assert sorted(await rollup.idle_hosts(store, quiet_since_ms=T0_MS)) == []

@@ -220,6 +220,19 @@ async def hosts_with_samples(store: Store) -> list[str]:
         return [h for (h,) in await conn.execute(select(Metric.host).distinct())]
 
 
+async def idle_hosts(store: Store, *, quiet_since_ms: int) -> list[str]:
+    """Hosts with samples but none at or after `quiet_since_ms`: nobody records them any
+    more, so whoever runs maintenance may roll up (and so retire) their last samples."""
+    newest = (
+        select(func.max(MetricSample.ts_ms))
+        .where(MetricSample.metric_id == Metric.id)
+        .scalar_subquery()
+    )
+    q = select(Metric.host).group_by(Metric.host).having(func.max(newest) < quiet_since_ms)
+    async with store.reader.connect() as conn:
+        return [h for (h,) in await conn.execute(q)]
+
+
 async def watermarks(store: Store) -> dict[tuple[str, Tier], int]:
     async with store.reader.connect() as conn:
         result = await conn.execute(

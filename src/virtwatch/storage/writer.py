@@ -41,6 +41,7 @@ DEFAULT_FLUSH_INTERVAL_S = 1.0
 MAX_ROWS_PER_FLUSH = 20_000  # one transaction; the rest goes in the next one at once
 ROLLUP_EVERY_S = 60.0
 RETENTION_EVERY_S = 600.0
+IDLE_HOST_S = 3600.0  # a host with no new sample for this long is nobody's any more
 MAX_ROLLUP_STEPS_PER_ROUND = 4  # then flush again: catching up never delays new rows long
 # "database is locked" for up to this long is normal contention, not worth a report
 BUSY_GRACE_S = 30.0
@@ -341,6 +342,13 @@ class StoreWriter:
             behind = len(steps) >= MAX_ROLLUP_STEPS_PER_ROUND
             self._next_rollup_at = now if behind else now + ROLLUP_EVERY_S
         if now >= self._next_retention_at:
+            # hosts no recorder writes any more (removed from the config, recorder gone):
+            # their last samples are rolled up here, so retention can retire them
+            quiet = int((now - IDLE_HOST_S) * 1000)
+            idle = await rollup.idle_hosts(self._store, quiet_since_ms=quiet)
+            idle = [h for h in idle if h not in self._own_hosts]
+            if idle:
+                await rollup.rollup(self._store, idle, now_ms=int(now * 1000))
             await retention.apply(self._store, self._retention, now=now)
             self.retention_runs += 1
             self._next_retention_at = now + RETENTION_EVERY_S
