@@ -162,3 +162,26 @@ def test_a_bad_storage_setting_is_one_line_naming_the_key(
     assert out.returncode == 2
     assert "storage.raw_hours" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_db_upgrade_says_what_it_did_and_stats_needs_a_database(tmp_path: Path) -> None:
+    import subprocess
+
+    from virtwatch.storage.migrate import head_revision
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60)
+
+    db = str(tmp_path / "new.db")
+    first = run("db", "upgrade", "--db", db)
+    assert first.returncode == 0, first.stderr
+    assert f"from revision (empty) to {head_revision()}" in first.stdout
+    again = run("db", "upgrade", "--db", db)
+    assert f"is up to date (revision {head_revision()})" in again.stdout
+    stats = run("db", "stats", "--db", db)
+    assert stats.returncode == 0
+    assert "metric_sample" in stats.stdout
+    missing = run("db", "stats", "--db", str(tmp_path / "nothing.db"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("virtwatch: no database at ")
+    assert not (tmp_path / "nothing.db").exists()
