@@ -80,10 +80,14 @@ def baseline_of(
     lo = bisect.bisect_left(keys, at - policy.window_s)
     hi = bisect.bisect_left(keys, at)
     means = [r.mean for r in history[lo:hi] if r.count > 0]
-    if len(means) * MINUTE_S < policy.min_baseline_s or not means:
+    return baseline_from(len(means), percentile95(means) if means else 0.0, at=at, policy=policy)
+
+
+def baseline_from(minutes: int, p95: float, *, at: int, policy: SpikePolicy) -> Baseline | None:
+    """A baseline from its figures (however computed: here, or by the database)."""
+    if minutes < 1 or minutes * MINUTE_S < policy.min_baseline_s:
         return None
-    p95 = percentile95(means)
-    return Baseline(p95, len(means), at, policy.threshold(p95), policy.window_s)
+    return Baseline(p95, minutes, at, policy.threshold(p95), policy.window_s)
 
 
 class Phase(enum.StrEnum):
@@ -141,16 +145,25 @@ class SeriesJudge:
         """Would feeding minutes first..last need history (a baseline refresh)?"""
         return self.checked_at is None or last >= self.checked_at + self.policy.refresh_s
 
-    def _due(self, ts: int) -> bool:
-        if self.run is not None:
+    def due_at(self, ts: int) -> bool:
+        """Does judging the minute `ts` need a fresh baseline first? (Never in the middle
+        of a run that `ts` continues.)"""
+        run = self.run
+        if run is not None and ts == run.last + MINUTE_S:
             return False
         return self.checked_at is None or ts >= self.checked_at + self.policy.refresh_s
+
+    def set_baseline(self, baseline: Baseline | None, at: int) -> None:
+        """Install a baseline computed elsewhere (the store) for minutes from `at` on."""
+        self.baseline = baseline
+        self.checked_at = at
 
     def feed(
         self, row: MinuteAggregate, history: Sequence[MinuteAggregate] | None = None
     ) -> list[SpikeEdge]:
         """Judge one minute. `history` (sorted, may include later rows) is read only when
-        the baseline is due; passing None then is a bug in the caller."""
+        the baseline is due (`due_at`) and none was installed with `set_baseline`;
+        passing None then is a bug in the caller."""
         if self.last_ts is not None and row.ts <= self.last_ts:
             return []  # already judged (a replay after catch-up): idempotent
         edges: list[SpikeEdge] = []
@@ -158,11 +171,10 @@ class SeriesJudge:
         if run is not None and row.ts != run.last + MINUTE_S:  # a gap ends a run
             edges.extend(self._close(run))
             run = self.run = None
-        if self._due(row.ts):
+        if self.due_at(row.ts):
             if history is None:
                 raise ValueError(f"baseline due at {row.ts}: history is needed")
-            self.baseline = baseline_of(history, at=row.ts, policy=self.policy)
-            self.checked_at = row.ts
+            self.set_baseline(baseline_of(history, at=row.ts, policy=self.policy), row.ts)
         self.last_ts = row.ts
         judge_by = run.baseline if run is not None else self.baseline
         hot = judge_by is not None and row.count > 0 and row.mean > judge_by.threshold

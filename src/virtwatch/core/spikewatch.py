@@ -2,8 +2,9 @@
 and publishes DomainEvent(kind=SPIKE), so spikes are stored once and a past window's
 timeline never recomputes history.
 
-It reads the store through `RollupReader`, a port the storage layer implements; the
-judging itself is `spikes.SeriesJudge`, the same pure state machine the tests drive.
+It reads the store through `RollupReader`, a port the storage layer implements (the
+baseline p95 is computed by the database); the judging itself is `spikes.SeriesJudge`,
+the same pure state machine the tests drive.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from virtwatch.core.spikes import (
     SeriesJudge,
     SpikeEdge,
     SpikeRules,
+    baseline_from,
     spike_detail,
     spike_summary,
 )
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 15.0
 RESTART_CATCH_UP_S = 2 * 3600  # on (re)start, re-judge this much (stored spikes are skipped)
-HISTORY_CHUNK = 25  # series per history read: keeps each read (and loop stall) small
+BASELINE_CHUNK = 500  # series per baseline query
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ class RollupReader(Protocol):
         self, since: int, until: int, series: Collection[Series]
     ) -> Mapping[Series, Sequence[MinuteAggregate]]:
         """Minute aggregates of `series` with since <= ts < until, each sorted by ts."""
+        ...
+
+    async def baselines(
+        self, series: Collection[Series], *, since: int, until: int
+    ) -> Mapping[Series, tuple[int, float]]:
+        """Per series: (minutes with samples, nearest-rank p95 of the minute means) over
+        since <= ts < until — what `spikes.baseline_of` computes, done by the database.
+        A series without minutes there is absent."""
         ...
 
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
@@ -152,21 +162,32 @@ class SpikeWatch:
             judge = self._judge(series)
             if judge is not None and rows:
                 work.append((series, judge, rows))
-        due = [s for s, j, rows in work if j.due_within(rows[0].ts, rows[-1].ts)]
-        due_set = set(due)
-        history: dict[Series, Sequence[MinuteAggregate]] = {}
-        for i in range(0, len(due), HISTORY_CHUNK):
-            chunk = due[i : i + HISTORY_CHUNK]
-            window = max(self._judges[s].policy.window_s for s in chunk)
-            history.update(await self._reader.minute_rows(start - window, start, chunk))
-            await asyncio.sleep(0)  # let the UI breathe between chunks
-        found: list[tuple[EdgeKey, DomainEvent]] = []
+        # minute by minute across series: a judge due for a fresh baseline gets it from
+        # the store (one query per refresh point, not 24 h of rows through Python)
+        at_ts: dict[int, list[tuple[Series, SeriesJudge, MinuteAggregate]]] = {}
         for series, judge, rows in work:
-            known = [*history.get(series, ()), *rows] if series in due_set else None
             for row in rows:
-                for edge in judge.feed(row, known):
-                    found.append((edge_key(series, edge), edge_event(series, edge)))
+                at_ts.setdefault(row.ts, []).append((series, judge, row))
             self.minutes_judged += len(rows)
+        found: list[tuple[EdgeKey, DomainEvent]] = []
+        for ts in sorted(at_ts):
+            items = at_ts[ts]
+            due: dict[int, list[tuple[Series, SeriesJudge]]] = {}  # by baseline window
+            for s, j, _row in items:
+                if j.due_at(ts):
+                    due.setdefault(j.policy.window_s, []).append((s, j))
+            for window, judges in due.items():
+                for i in range(0, len(judges), BASELINE_CHUNK):
+                    chunk = judges[i : i + BASELINE_CHUNK]
+                    figures = await self._reader.baselines(
+                        [s for s, _j in chunk], since=ts - window, until=ts
+                    )
+                    for s, j in chunk:
+                        minutes, p95 = figures.get(s, (0, 0.0))
+                        j.set_baseline(baseline_from(minutes, p95, at=ts, policy=j.policy), ts)
+            for series, judge, row in items:
+                for edge in judge.feed(row):
+                    found.append((edge_key(series, edge), edge_event(series, edge)))
         if first_pass and found:  # re-judged after a restart: skip what is already stored
             stored = set(await self._reader.stored_spikes(host, start, watermark))
             found = [(k, e) for k, e in found if k not in stored]
