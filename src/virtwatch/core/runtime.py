@@ -1,6 +1,6 @@
-"""The runtime: opens libvirt's event thread, one connection pool per host and the
-collectors in order, closes them in reverse, and leaves no task running. Built once
-by the composition root.
+"""The runtime: opens the error reporter, libvirt's event thread, one connection pool
+per host, the task runner, the collectors and the domain event streams in order,
+closes them in reverse, and leaves no task running. Built once by the composition root.
 """
 
 from __future__ import annotations
@@ -18,9 +18,13 @@ from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
 from virtwatch.core.connection import Credentials, SourceState
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.eventloop import LibvirtEventThread
+from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub
 from virtwatch.core.pool import DedicatedConnection, LibvirtPool, PoolSettings
 from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.reporter import ErrorReporter, ReporterSettings
+from virtwatch.core.reports import ErrorReport
+from virtwatch.core.tasks import TaskRunner, TaskSettings
 from virtwatch.core.uri import redact_uri
 
 COLLECTOR_CONNECTION = "collector"
@@ -45,10 +49,15 @@ class HostConfig:
 class Runtime:
     """`async with Runtime(hosts) as rt:` collects every host until the block exits.
 
-    Opens, in order: libvirt's process-wide setup and event thread, one `LibvirtPool`
-    per host (`rt.pools`, by host label), a `Collector` per host polling on the pool's
-    dedicated "collector" connection (`rt.sources`), and the collector tasks. Closes in
-    reverse; when `aclose()` returns no task of the runtime is left running.
+    Opens, in order: the `ErrorReporter` (`rt.reporter`: every ErrorReport any part
+    publishes goes through it, so a flood becomes one incident with a count), libvirt's
+    process-wide setup and event thread, one `LibvirtPool` per host (`rt.pools`, by host
+    label), the `TaskRunner` (`rt.tasks`: actions and other background work), a
+    `Collector` per host polling on the pool's dedicated "collector" connection
+    (`rt.sources`) and its task, and a `DomainEventStream` per host (`rt.events`) on
+    that same dedicated connection: events are pushed by the daemon, so they never
+    queue behind a call, and each event forces an immediate tick of its host. Closes
+    in reverse; when `aclose()` returns no task of the runtime is left running.
     """
 
     def __init__(
@@ -57,10 +66,30 @@ class Runtime:
         *,
         hub: Hub | None = None,
         open_timeout_s: float | None = None,
+        reporter: ReporterSettings | None = None,
+        tasks: TaskSettings | None = None,
+        events: bool = True,
     ) -> None:
         self.hub = hub or Hub()
         self.hosts = tuple(hosts)
         self._open_timeout_s = open_timeout_s
+        rs = reporter or ReporterSettings()
+        self.reporter = ErrorReporter(
+            self.hub.publish,
+            window_s=rs.window_s,
+            update_interval_s=rs.update_interval_s,
+            max_incidents=rs.max_incidents,
+        )
+        ts = tasks or TaskSettings()
+        self.tasks = TaskRunner(
+            self.publish,
+            max_concurrency=ts.max_concurrency,
+            policies=ts.policies,
+            history=ts.history,
+            reporter=self.reporter,
+        )
+        self._with_events = events
+        self.events: dict[str, DomainEventStream] = {}
         self.pools: dict[str, LibvirtPool] = {}
         self.sources: list[DedicatedConnection] = []  # the collectors' connections
         self.collectors: list[Collector] = []
@@ -71,6 +100,14 @@ class Runtime:
     @property
     def state(self) -> SourceState:
         return self._state
+
+    def publish(self, item: object) -> None:
+        """What the runtime's parts publish: errors go through the reporter (de-duplicated
+        into incidents), everything else straight onto the hub."""
+        if isinstance(item, ErrorReport) and not item.fingerprint:
+            self.reporter.report(item.error, host=item.host, vm=item.vm)
+        else:
+            self.hub.publish(item)
 
     async def __aenter__(self) -> Runtime:
         await self.open()
@@ -101,10 +138,15 @@ class Runtime:
             )
         self._state = SourceState.OPEN
         try:
+            await self.reporter.start()
+            self._stack.push_async_callback(self.reporter.aclose)
             prepare_libvirt()
             LibvirtEventThread.ensure_running()  # before the first open: keepalive, callbacks
             await self._open_pools()
+            self._stack.push_async_callback(self.tasks.aclose)  # closes before the pools
             self._start_collectors()
+            if self._with_events:
+                await self._open_events()
         except BaseException:
             await self.aclose()
             raise
@@ -121,7 +163,7 @@ class Runtime:
                 host=host.label,
                 read_only=host.read_only,
                 credentials=host.credentials,
-                publish=self.hub.publish,
+                publish=self.publish,
             )
             # dedicated before open, so min_size counts it and no extra opens
             pool.dedicated(COLLECTOR_CONNECTION)
@@ -137,7 +179,7 @@ class Runtime:
             source = self.pools[host.label].dedicated(COLLECTOR_CONNECTION)
             collector = Collector(
                 source,
-                self.hub.publish,
+                self.publish,
                 host=host.label,
                 interval_s=host.interval_s,
                 notice=host.notice,
@@ -150,6 +192,20 @@ class Runtime:
                 asyncio.create_task(collector.run(), name=f"collector:{collector.host}")
             )
         self._stack.push_async_callback(self._stop_tasks)
+
+    async def _open_events(self) -> None:
+        for host, collector, source in zip(self.hosts, self.collectors, self.sources, strict=True):
+            stream = DomainEventStream(
+                source,
+                self.publish,
+                host=host.label,
+                on_event=_force_tick(collector),
+            )
+            self.events[host.label] = stream
+            self._stack.push_async_callback(stream.aclose)
+        # a host that is down does not fail open(): the stream reports it and registers
+        # its callbacks on the first connection that opens
+        await asyncio.gather(*(s.open() for s in self.events.values()))
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -169,6 +225,13 @@ class Runtime:
         finally:
             self.sources.clear()
             self._state = SourceState.CLOSED
+
+
+def _force_tick(collector: Collector) -> Callable[[object], None]:
+    def on_event(_event: object) -> None:
+        collector.force_tick()
+
+    return on_event
 
 
 def _tick_after_open(
