@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -31,16 +32,19 @@ import platformdirs
 from virtwatch import __version__
 from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
 from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
-from virtwatch.core.connection import SingleConnection, open_connection
+from virtwatch.core.config import Config, config_error, get_typed, load_config
+from virtwatch.core.connection import Credentials, SingleConnection, open_connection
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.hub import Hub
 from virtwatch.core.model import snapshot_to_dict
+from virtwatch.core.pool import PoolSettings
 from virtwatch.core.process import prepare_libvirt
 from virtwatch.core.records import AuditRecord, TaskUpdate
+from virtwatch.core.reporter import reporter_settings
 from virtwatch.core.runtime import HostConfig, Runtime
-from virtwatch.core.tasks import TaskRunner
+from virtwatch.core.tasks import TaskRunner, task_settings
 from virtwatch.core.timeline import (
     TimelineFilter,
     Window,
@@ -189,6 +193,72 @@ async def choose_host(flag: str | None, *, allow_demo: bool, read_only: bool) ->
     return Chosen(uri, None)
 
 
+def hosts_from(
+    config: Config, args: argparse.Namespace, chosen: Chosen | None = None
+) -> list[HostConfig]:
+    """The hosts to watch: --uri wins; else the config's [[hosts]]; else the default URI
+    (or the demo host `chosen` for it). [pool] applies to every host; --read-only to all."""
+    pool = PoolSettings.from_mapping(config.section("pool"), config.path)
+    interval = getattr(args, "interval", DEFAULT_INTERVAL_S)
+    forced_ro = bool(getattr(args, "read_only", False))
+    if not args.uri and config.hosts():
+        hosts = []
+        for i, entry in enumerate(config.hosts()):
+            prefix = f"hosts[{i}]"
+            uri = get_typed(entry, "uri", "", prefix=prefix, path=config.path)
+            if not uri:
+                raise config_error(f"{prefix}.uri", "is required", config.path)
+            username = get_typed(entry, "username", "", prefix=prefix, path=config.path)
+            pw_file = get_typed(entry, "password_file", "", prefix=prefix, path=config.path)
+            creds = None
+            if pw_file:
+                creds = Credentials.from_file(Path(pw_file).expanduser(), username=username)
+            hosts.append(
+                HostConfig(
+                    uri,
+                    name=get_typed(entry, "name", "", prefix=prefix, path=config.path) or None,
+                    read_only=forced_ro
+                    or get_typed(entry, "read_only", False, prefix=prefix, path=config.path),
+                    interval_s=get_typed(
+                        entry, "interval", interval, prefix=prefix, minimum=0.1, path=config.path
+                    ),
+                    pool=pool,
+                    credentials=creds,
+                )
+            )
+        return hosts
+    if chosen is not None:
+        return [
+            HostConfig(
+                chosen.uri,
+                name=chosen.name,
+                read_only=forced_ro,
+                interval_s=interval,
+                notice=chosen.notice,
+                pool=pool,
+            )
+        ]
+    uri, _explicit = resolve_uri(args.uri)
+    return [HostConfig(uri, read_only=forced_ro, interval_s=interval, pool=pool)]
+
+
+def build_runtime(config: Config, hosts: Sequence[HostConfig], hub: Hub) -> Runtime:
+    """The one Runtime of a process, with the [errors] and [tasks] settings."""
+    return Runtime(
+        hosts,
+        hub=hub,
+        reporter=reporter_settings(config.section("errors"), path=config.path),
+        tasks=task_settings(config.section("tasks"), path=config.path),
+    )
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    from virtwatch.tui.settings import default_config_path
+
+    flag = getattr(args, "config", None)
+    return load_config(Path(flag) if flag else default_config_path())
+
+
 def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
     """The dashboard's own flags (they override the config's [ui] table)."""
 
@@ -203,39 +273,45 @@ def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
 
 
 async def run_dashboard(args: argparse.Namespace) -> int:
-    from virtwatch.core.config import load_config
+    from virtwatch.storage.settings import parse_storage
     from virtwatch.tui.bindings import DetailsService
     from virtwatch.tui.factory import make_app  # Textual loads only for the screen
     from virtwatch.tui.settings import default_config_path
 
     config_path = Path(args.config) if args.config else default_config_path()
     config = load_config(config_path)
+    storage = parse_storage(config.section("storage"), config.path)
     prepare_libvirt()
-    chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
+    chosen = None
+    if args.uri or not config.hosts():
+        chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
+    hosts = hosts_from(config, args, chosen)
     hub = Hub()
-    async with Store(db_url(args.db or default_db_path())) as store, StoreWriter(store, hub):
-        # the writer stores samples and every record (audit rows of the UI's actions too)
-        host = HostConfig(
-            chosen.uri,
-            name=chosen.name,
-            read_only=args.read_only,
-            interval_s=args.interval,
-            notice=chosen.notice,
+    async with Store(db_url(args.db or storage.db or default_db_path())) as store:
+        # the writer stores samples and every record (audit rows of the UI's actions too);
+        # it opens first and closes last, so the runtime's final reports are kept
+        writer = StoreWriter(
+            store,
+            hub,
+            buffer_rows=storage.buffer_rows,
+            flush_interval_s=storage.flush_interval_s,
+            retention_policy=storage.retention,
         )
         async with (
-            Runtime([host], hub=hub) as rt,
-            TaskRunner(hub.publish) as runner,
+            writer,
+            build_runtime(config, hosts, hub) as rt,
+            health_monitor(rt, hub, writer, config),
             DetailsService(rt.pools, hub) as details,
         ):
             app = make_app(
                 hub,
                 config=config,
                 config_path=config_path,
-                read_only=args.read_only,
+                read_only=all(h.read_only for h in hosts),
                 interval_s=args.interval,
                 theme=args.theme,
                 refresh_s=args.refresh,
-                runner=runner,
+                runner=rt.tasks,
                 sources=rt.pools,
                 queries=Queries(store),
                 details=details,
@@ -291,31 +367,29 @@ async def run_db(args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def health_monitor(
-    rt: Runtime, hub: Hub, writer: StoreWriter | None = None
+    rt: Runtime, hub: Hub, writer: StoreWriter | None, config: Config
 ) -> AsyncIterator[None]:
     """Every standard health check of `rt` (and of the store writer) in the background,
     results and alerts on the hub, thresholds from the config file's [health]."""
     from virtwatch.core.checks import CATALOGUE, runtime_checks
-    from virtwatch.core.config import load_config
     from virtwatch.core.health import HealthMonitor, HealthRegistry, health_settings
-    from virtwatch.tui.settings import default_config_path
 
-    settings = health_settings(load_config(default_config_path()), CATALOGUE)
-    checks = runtime_checks(settings, rt, store=writer)
+    settings = health_settings(config, CATALOGUE)
+    checks = runtime_checks(settings, rt, store=writer, events=rt.events)
     async with HealthMonitor(HealthRegistry(checks), hub.publish, settings):
         yield
 
 
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
-    from virtwatch.core.config import load_config
     from virtwatch.storage.settings import parse_storage
-    from virtwatch.tui.settings import default_config_path
 
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = config_from(args)
     storage = parse_storage(config.section("storage"), config.path)
     prepare_libvirt()
-    uri, _explicit = resolve_uri(args.uri)
+    hosts = hosts_from(config, args)
+    if args.name and len(hosts) == 1:
+        hosts = [dataclasses.replace(hosts[0], name=args.name)]
     hub = Hub()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -330,18 +404,19 @@ async def run_record(args: argparse.Namespace) -> int:
                 flush_interval_s=storage.flush_interval_s,
                 retention_policy=storage.retention,
             )
-            async with writer:
-                host = HostConfig(
-                    uri, name=args.name, read_only=args.read_only, interval_s=args.interval
+            async with (
+                writer,
+                build_runtime(config, hosts, hub) as rt,
+                health_monitor(rt, hub, writer, config),
+            ):
+                names = ", ".join(h.label for h in hosts)
+                print(
+                    f"virtwatch: recording {names} into {redact_text(store.url)}; "
+                    "stop with Ctrl-C or SIGTERM",
+                    file=sys.stderr,
+                    flush=True,
                 )
-                async with Runtime([host], hub=hub) as rt, health_monitor(rt, hub, writer):
-                    print(
-                        f"virtwatch: recording {redact_uri(uri)} into {redact_text(store.url)}; "
-                        "stop with Ctrl-C or SIGTERM",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    await stop.wait()
+                await stop.wait()
             print(
                 f"virtwatch: stopped; {writer.samples_written} samples and "
                 f"{writer.records_written} records written",
@@ -478,8 +553,6 @@ async def run_health(args: argparse.Namespace) -> int:
     """Every health check once, headless: a table (or --json) on stdout; the exit code is
     the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
     from virtwatch.core.checks import CATALOGUE, runtime_checks, store_check
-    from virtwatch.core.config import load_config
-    from virtwatch.core.events import DomainEventStream
     from virtwatch.core.health import (
         HealthMonitor,
         HealthRegistry,
@@ -487,27 +560,22 @@ async def run_health(args: argparse.Namespace) -> int:
         health_settings,
         worst,
     )
-    from virtwatch.tui.settings import default_config_path
 
     prepare_libvirt()
-    config = load_config(Path(args.config) if args.config else default_config_path())
+    config = config_from(args)
     settings = health_settings(config, CATALOGUE)
-    uri, _explicit = resolve_uri(args.uri)
+    hosts = [
+        dataclasses.replace(h, read_only=True, interval_s=0.5) for h in hosts_from(config, args)
+    ]
     hub = Hub()
-    host = HostConfig(uri, read_only=True, interval_s=0.5)
     async with contextlib.AsyncExitStack() as stack:
-        rt = await stack.enter_async_context(Runtime([host], hub=hub))
-        pool = rt.pools[host.label]
-        collector = rt.collectors[0]
-        events = await stack.enter_async_context(
-            DomainEventStream(pool.dedicated("events"), hub.publish, host=host.label)
-        )
+        rt = await stack.enter_async_context(build_runtime(config, hosts, hub))
         deadline = time.monotonic() + 10.0  # two ticks give rates; a dead host gives up
-        while time.monotonic() < deadline and not collector.failures:
-            if collector.last is not None and collector.last.tick >= 2:
+        while time.monotonic() < deadline:
+            if all(c.failures or (c.last is not None and c.last.tick >= 2) for c in rt.collectors):
                 break
             await asyncio.sleep(0.1)
-        checks = runtime_checks(settings, rt, events={host.label: events})
+        checks = runtime_checks(settings, rt, events=rt.events)
         writer = None
         if args.db:
             store = await stack.enter_async_context(Store(db_url(args.db)))
