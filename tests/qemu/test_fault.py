@@ -20,14 +20,19 @@ from typing import TypeVar
 import libvirt
 import psutil
 import pytest
+from sqlalchemy import select
 
 from tests.vms import QEMU_URI, diskless_xml, unique_name
 from virtwatch.core.errors import ErrorCode
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import Snapshot
-from virtwatch.core.records import ConnectionState, HostConnection
+from virtwatch.core.records import ConnectionState, DomainEvent, HostConnection
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
+from virtwatch.storage.engine import db_url
+from virtwatch.storage.models import ErrorLog
+from virtwatch.storage.store import Store
+from virtwatch.storage.writer import StoreWriter
 
 pytestmark = pytest.mark.qemu
 
@@ -109,7 +114,9 @@ async def next_matching(
         pytest.fail(f"never published: {what}")
 
 
-async def test_libvirtd_killed_and_restarted_while_a_runtime_collects(hypervisor: None) -> None:
+async def test_libvirtd_killed_and_restarted_while_a_runtime_collects(
+    hypervisor: None, tmp_path: Path
+) -> None:
     name = unique_name("vwfault")
     setup = await asyncio.to_thread(libvirt.open, QEMU_URI)
     await asyncio.to_thread(setup.createXML, diskless_xml(name), 0)
@@ -118,9 +125,11 @@ async def test_libvirtd_killed_and_restarted_while_a_runtime_collects(hypervisor
     states = hub.subscribe(HostConnection)
     snaps = hub.subscribe(Snapshot)
     reports = hub.subscribe(ErrorReport)
+    events = hub.subscribe(DomainEvent)
     host = HostConfig(QEMU_URI, name="local", interval_s=0.5)
+    store = await Store(db_url(tmp_path / "fault.db")).open()
     try:
-        async with Runtime([host], hub=hub) as rt:
+        async with StoreWriter(store, hub), Runtime([host], hub=hub) as rt:
             pool = rt.pools["local"]
             await next_matching(
                 snaps, lambda s: any(d.name == name for d in s.domains), "a snapshot with the VM"
@@ -170,8 +179,36 @@ async def test_libvirtd_killed_and_restarted_while_a_runtime_collects(hypervisor
             async with pool.connection() as conn:  # shared connections are back too
                 dom = await asyncio.to_thread(conn.lookupByName, name)
                 assert (await asyncio.to_thread(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+                # events resume: the callbacks were registered again on the new connection
+                await asyncio.to_thread(dom.suspend)
+                paused = await next_matching(
+                    events,
+                    lambda e: e.vm_name == name and e.at >= back_at,
+                    "a lifecycle event after the restart",
+                )
+                assert paused.summary.startswith("suspended")
             assert all(not c.done() for c in asyncio.all_tasks() if "collector" in c.get_name())
+        # one outage, one incident: the collector's failing ticks are folded into one
+        # error-log row with a count, not a row per tick
+        async with store.engine.connect() as db:
+            rows = (
+                await db.execute(
+                    select(ErrorLog.code, ErrorLog.count, ErrorLog.message).where(
+                        ErrorLog.host == "local"
+                    )
+                )
+            ).all()
+        print(rows)
+        assert rows, "the outage was recorded in the error log"
+        assert len(rows) <= 3, rows  # collector, event stream, pool: one row each at most
+        assert max(count for _code, count, _msg in rows) >= 2  # repeats were counted
+        assert {code for code, _n, _m in rows} <= {
+            ErrorCode.LIBVIRT_CONNECTION_FAILED.value,
+            ErrorCode.LIBVIRT_CONNECTION_LOST.value,
+            ErrorCode.RESOURCE_EXHAUSTED.value,
+        }
     finally:
+        await store.close()
         await asyncio.to_thread(ensure_libvirtd)
         with contextlib.suppress(libvirt.libvirtError):
             cleanup = await asyncio.to_thread(libvirt.open, QEMU_URI)
