@@ -243,39 +243,6 @@ async def test_the_reader_serves_the_catalogue_and_minute_rows(scenario: Scenari
     }
 
 
-async def test_the_database_computes_the_same_baseline_as_the_pure_function(
-    store_url: str,
-) -> None:
-    import random
-
-    from virtwatch.core.spikes import SpikePolicy, baseline_of
-
-    rng = random.Random(5)
-    rows: list[SampleRow] = []
-    for i in range(3 * 360):  # 3 hours at 10 s, with gaps and uneven minutes
-        if rng.random() < 0.1:
-            continue
-        for vm in (WEB, DB):
-            rows.append(
-                SampleRow(HOST, vm, vm[-4:], "cpu_pct", (T0 + i * 10) * 1000, rng.random() * 100)
-            )
-    async with Store(store_url) as store:
-        await write_all(store, Hub(), [], rows)
-        await rollup.rollup(store, [HOST], now_ms=(T0 + 4 * 3600) * 1000)
-        reader = StoreRollupReader(store)
-        keys = [Series(HOST, WEB, "cpu_pct"), Series(HOST, DB, "cpu_pct")]
-        policy = SpikePolicy(floor=1.0, window_s=3600, min_baseline_s=60)
-        for at in (T0 + 30 * MIN, T0 + 61 * MIN, T0 + 150 * MIN, T0 + 200 * MIN):
-            figures = await reader.baselines(keys, since=at - 3600, until=at)
-            history = await reader.minute_rows(at - 3600, at, keys)
-            for key in keys:
-                expected = baseline_of(history.get(key, []), at=at, policy=policy)
-                if expected is None:
-                    assert key not in figures
-                else:
-                    assert figures[key] == (expected.minutes, expected.p95)
-
-
 # -- the timeline ---------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from virtwatch.core.spikes import (
     spike_rules,
     spike_summary,
 )
-from virtwatch.core.spikewatch import EdgeKey, Series, SpikeWatch
+from virtwatch.core.spikewatch import EdgeKey, MeanWindow, Series, SpikeWatch
 
 T0 = 1_795_000_000 - 1_795_000_000 % 60
 
@@ -371,7 +371,6 @@ class MemoryReader:
         self.watermarks: dict[str, int] = {}
         self.stored: set[EdgeKey] = set()
         self.reads: list[tuple[int, int, int]] = []
-        self.baseline_reads: list[tuple[int, int, int]] = []
 
     async def minute_watermarks(self) -> Mapping[str, int]:
         return self.watermarks
@@ -390,17 +389,6 @@ class MemoryReader:
             picked = rows[bisect.bisect_left(ts, since) : bisect.bisect_left(ts, until)]
             if picked:
                 out[s] = picked
-        return out
-
-    async def baselines(
-        self, series: Collection[Series], *, since: int, until: int
-    ) -> Mapping[Series, tuple[int, float]]:
-        self.baseline_reads.append((since, until, len(series)))
-        out = {}
-        for s in series:
-            means = [r.mean for r in self.data[s] if since <= r.ts < until and r.count > 0]
-            if means:
-                out[s] = (len(means), percentile95(means))
         return out
 
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
@@ -437,12 +425,41 @@ async def test_the_watch_judges_minutes_as_they_become_final() -> None:
     assert published == found
     assert watch.minutes_judged == 20
     assert watch.judged_until == {"hv1": T0 + 100 * MINUTE_S}
-    # only the judged series is read, minute by minute; its baseline is asked of the
-    # store once per refresh (10 min), never during the run (minutes 90..94)
-    assert [r[2] for r in reader.reads] == [1] * 20
-    assert reader.baseline_reads == [
-        (T0 + m * MINUTE_S - 86400, T0 + m * MINUTE_S, 1) for m in (80, 90)
-    ]
+    # only the judged series is read: its 24 h of history once, at first sight (then its
+    # window of means is kept in memory), and each new minute as it lands
+    history_reads = [r for r in reader.reads if r[0] < T0]
+    assert history_reads == [(T0 + 80 * MINUTE_S - 86400, T0 + 80 * MINUTE_S, 1)]
+    assert all(n == 1 for _, _, n in reader.reads)
+
+
+@settings(max_examples=150)
+@given(spec=steps, probes=st.lists(st.integers(min_value=0, max_value=400), max_size=20))
+def test_a_window_of_means_gives_the_baseline_of_the_pure_function(
+    spec: list[tuple[int, float, int]], probes: list[int]
+) -> None:
+    rows = build(spec)
+    window = MeanWindow()
+    fed = 0
+    for minute in sorted(probes):  # baselines only move forward, as the watch asks them
+        at = T0 + minute * MINUTE_S
+        while fed < len(rows) and rows[fed].ts < at:
+            window.add(rows[fed])
+            fed += 1
+        minutes, p95 = window.figures(at - POLICY.window_s, at)
+        expected = baseline_of(rows, at=at, policy=POLICY)
+        got = baseline_from(minutes, p95, at=at, policy=POLICY)
+        assert got == expected
+
+
+def test_a_window_of_means_stays_bounded_and_exact_over_days() -> None:
+    rows = series_of([float(i % 97) for i in range(3 * 1440)])  # three days of minutes
+    window = MeanWindow(rows[:1440])
+    for i, row in enumerate(rows[1440:], start=1440):
+        if i % 60 == 0:
+            minutes, p95 = window.figures(row.ts - 86400, row.ts)
+            assert (minutes, p95) == (1440, percentile95([r.mean for r in rows[i - 1440 : i]]))
+        window.add(row)
+    assert len(window) <= 1440 + 60  # what fell out of the window was dropped
 
 
 async def test_the_watch_catches_up_after_a_restart_without_repeating() -> None:

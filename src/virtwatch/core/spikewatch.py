@@ -2,15 +2,18 @@
 and publishes DomainEvent(kind=SPIKE), so spikes are stored once and a past window's
 timeline never recomputes history.
 
-It reads the store through `RollupReader`, a port the storage layer implements (the
-baseline p95 is computed by the database); the judging itself is `spikes.SeriesJudge`,
-the same pure state machine the tests drive.
+It reads the store through `RollupReader`, a port the storage layer implements; each
+series' last 24 h of minute means is read once and then kept up to date in memory
+(`MeanWindow`); the judging itself is `spikes.SeriesJudge`, the same pure state machine
+the tests drive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+from array import array
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,6 +27,7 @@ from virtwatch.core.spikes import (
     SpikeEdge,
     SpikeRules,
     baseline_from,
+    percentile95,
     spike_detail,
     spike_summary,
 )
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 15.0
 RESTART_CATCH_UP_S = 2 * 3600  # on (re)start, re-judge this much (stored spikes are skipped)
-BASELINE_CHUNK = 500  # series per baseline query
+HISTORY_CHUNK = 25  # series per history read at first sight: small reads, short stalls
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +70,45 @@ class RollupReader(Protocol):
         """Minute aggregates of `series` with since <= ts < until, each sorted by ts."""
         ...
 
-    async def baselines(
-        self, series: Collection[Series], *, since: int, until: int
-    ) -> Mapping[Series, tuple[int, float]]:
-        """Per series: (minutes with samples, nearest-rank p95 of the minute means) over
-        since <= ts < until — what `spikes.baseline_of` computes, done by the database.
-        A series without minutes there is absent."""
-        ...
-
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
         """Spike edges already stored for `host` whose minute lies in [since, until)."""
         ...
+
+
+class MeanWindow:
+    """One series' minute means, oldest first, for its baseline: loaded once from the
+    store, then appended as minutes are judged; what falls out of the window is dropped.
+    (~12 bytes a minute: 100 VMs x 10 metrics x 24 h is ~17 MB.)"""
+
+    __slots__ = ("_means", "_start", "_ts")
+
+    def __init__(self, rows: Sequence[MinuteAggregate] = ()) -> None:
+        self._ts: array[int] = array("q")
+        self._means: array[float] = array("d")
+        self._start = 0
+        for row in rows:
+            self.add(row)
+
+    def __len__(self) -> int:
+        return len(self._ts) - self._start
+
+    def add(self, row: MinuteAggregate) -> None:
+        if row.count > 0 and (not self._ts or row.ts > self._ts[-1]):
+            self._ts.append(row.ts)
+            self._means.append(row.mean)
+
+    def figures(self, since: int, until: int) -> tuple[int, float]:
+        """(minutes, nearest-rank p95 of their means) in [since, until); drops what is
+        older than `since` (baselines only move forward)."""
+        lo = bisect.bisect_left(self._ts, since, self._start)
+        hi = bisect.bisect_left(self._ts, until, lo)
+        self._start = lo
+        if lo > 4096 and lo > len(self._ts) // 2:  # compact now and then
+            del self._ts[:lo]
+            del self._means[:lo]
+            self._start, hi = 0, hi - lo
+        values = self._means[self._start : hi]
+        return (len(values), percentile95(values)) if values else (0, 0.0)
 
 
 def edge_key(series: Series, edge: SpikeEdge) -> EdgeKey:
@@ -117,6 +149,7 @@ class SpikeWatch:
         self._poll_s = poll_s
         self._catch_up_s = catch_up_s
         self._judges: dict[Series, SeriesJudge] = {}
+        self._windows: dict[Series, MeanWindow] = {}
         self._judged_until: dict[str, int] = {}
         self.passes = 0
         self.minutes_judged = 0
@@ -162,8 +195,16 @@ class SpikeWatch:
             judge = self._judge(series)
             if judge is not None and rows:
                 work.append((series, judge, rows))
-        # minute by minute across series: a judge due for a fresh baseline gets it from
-        # the store (one query per refresh point, not 24 h of rows through Python)
+        # first sight of a series: its window of minute means, read once from the store
+        fresh_series = [s for s, _j, _rows in work if s not in self._windows]
+        for i in range(0, len(fresh_series), HISTORY_CHUNK):
+            chunk = fresh_series[i : i + HISTORY_CHUNK]
+            window = max(self._judges[s].policy.window_s for s in chunk)
+            history = await self._reader.minute_rows(start - window, start, chunk)
+            for s in chunk:
+                self._windows[s] = MeanWindow(history.get(s, ()))
+            await asyncio.sleep(0)  # let the UI breathe between chunks
+        # then minute by minute across series, each baseline from its window
         at_ts: dict[int, list[tuple[Series, SeriesJudge, MinuteAggregate]]] = {}
         for series, judge, rows in work:
             for row in rows:
@@ -171,23 +212,14 @@ class SpikeWatch:
             self.minutes_judged += len(rows)
         found: list[tuple[EdgeKey, DomainEvent]] = []
         for ts in sorted(at_ts):
-            items = at_ts[ts]
-            due: dict[int, list[tuple[Series, SeriesJudge]]] = {}  # by baseline window
-            for s, j, _row in items:
-                if j.due_at(ts):
-                    due.setdefault(j.policy.window_s, []).append((s, j))
-            for window, judges in due.items():
-                for i in range(0, len(judges), BASELINE_CHUNK):
-                    chunk = judges[i : i + BASELINE_CHUNK]
-                    figures = await self._reader.baselines(
-                        [s for s, _j in chunk], since=ts - window, until=ts
-                    )
-                    for s, j in chunk:
-                        minutes, p95 = figures.get(s, (0, 0.0))
-                        j.set_baseline(baseline_from(minutes, p95, at=ts, policy=j.policy), ts)
-            for series, judge, row in items:
+            for series, judge, row in at_ts[ts]:
+                means = self._windows[series]
+                if judge.due_at(ts):
+                    minutes, p95 = means.figures(ts - judge.policy.window_s, ts)
+                    judge.set_baseline(baseline_from(minutes, p95, at=ts, policy=judge.policy), ts)
                 for edge in judge.feed(row):
                     found.append((edge_key(series, edge), edge_event(series, edge)))
+                means.add(row)
         if first_pass and found:  # re-judged after a restart: skip what is already stored
             stored = set(await self._reader.stored_spikes(host, start, watermark))
             found = [(k, e) for k, e in found if k not in stored]
@@ -202,6 +234,7 @@ class SpikeWatch:
                 continue
             if now - judge.last_ts > judge.policy.window_s:
                 del self._judges[series]
+                self._windows.pop(series, None)
 
     async def run(self) -> None:
         """Judge every `poll_s` until cancelled; a failing pass is reported, not fatal."""

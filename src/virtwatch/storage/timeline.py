@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Double, and_, cast, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql import ColumnElement
 
@@ -440,41 +440,6 @@ class StoreRollupReader:
                         MinuteAggregate(ts // 1000, n, total, lo, hi, p95)
                     )
         return out
-
-    async def baselines(
-        self, series: Collection[Series], *, since: int, until: int
-    ) -> Mapping[Series, tuple[int, float]]:
-        """Nearest-rank p95 of each series' minute means in [since, until), and how many
-        minutes it had: a window function in the database (rank ceil(0.95 n), the same
-        integer test as the rollup's p95), so a day of minutes never crosses into Python."""
-        for host in {s.host for s in series if s not in self._ids}:
-            await self.series(host)
-        by_id = {self._ids[s]: s for s in series if s in self._ids}
-        if not by_id:
-            return {}
-        t = MetricMinute
-        mean = (t.sum / cast(t.count, Double)).label("mean")  # IEEE, as Python's total/count
-        ranked = (
-            select(
-                t.metric_id,
-                mean,
-                func.row_number().over(partition_by=t.metric_id, order_by=mean).label("rn"),
-                func.count().over(partition_by=t.metric_id).label("n"),
-            )
-            .where(
-                t.metric_id.in_(sorted(by_id)),
-                t.ts_ms >= since * 1000,
-                t.ts_ms < until * 1000,
-                t.count > 0,
-            )
-            .subquery("ranked")
-        )
-        r = ranked.c
-        q = select(r.metric_id, r.n, r.mean).where(
-            100 * (r.rn - 1) < 95 * r.n, 95 * r.n <= 100 * r.rn
-        )
-        async with self._store.reader.connect() as conn:
-            return {by_id[mid]: (int(n), float(p95)) for mid, n, p95 in await conn.execute(q)}
 
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
         d = DomainEventRow
