@@ -482,6 +482,17 @@ async def test_the_watch_catches_up_after_a_restart_without_repeating() -> None:
     assert again == events
 
 
+async def test_a_watch_judges_only_its_own_hosts() -> None:
+    values = [10.0] * 90 + [95.0] * 5 + [10.0] * 5
+    mine, theirs = Series("hv1", "u-1", "cpu_pct"), Series("hv2", "u-2", "cpu_pct")
+    reader = MemoryReader({mine: series_of(values), theirs: series_of(values)})
+    reader.watermarks = {"hv1": T0 + 100 * MINUTE_S, "hv2": T0 + 100 * MINUTE_S}
+    rules = SpikeRules(hold_s=180, min_baseline_s=1800)
+    events = await SpikeWatch(reader, lambda _e: None, rules, hosts={"hv1"}).judge_new()
+    assert {e.host for e in events} == {"hv1"}
+    assert len(events) == 2
+
+
 async def test_disabled_rules_judge_nothing() -> None:
     reader = MemoryReader({Series("hv1", "u", "cpu_pct"): series_of([1.0] * 10)})
     reader.watermarks["hv1"] = T0 + 600

@@ -142,7 +142,11 @@ class SpikeWatch:
         *,
         poll_s: float = DEFAULT_POLL_S,
         catch_up_s: int = RESTART_CATCH_UP_S,
+        hosts: Collection[str] | None = None,
     ) -> None:
+        """`hosts`: judge only these (a recorder's own, when several share a database);
+        None: every host the store has rollups of."""
+        self._hosts = None if hosts is None else frozenset(hosts)
         self._reader = reader
         self._publish = publish
         self._rules = rules
@@ -175,7 +179,8 @@ class SpikeWatch:
         if not self._rules.enabled:
             return events
         for host, watermark in sorted((await self._reader.minute_watermarks()).items()):
-            events += await self._judge_host(host, watermark)
+            if self._hosts is None or host in self._hosts:
+                events += await self._judge_host(host, watermark)
         for event in events:
             self._publish(event)
         self.events_published += len(events)
