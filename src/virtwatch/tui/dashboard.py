@@ -69,6 +69,7 @@ class DashboardScreen(Screen[None]):
         self._stale_after_s = stale_after_s
         self._cursor_blink = cursor_blink
         self._filter_target: str = "machines"
+        self._shown_at = 0.0  # monotonic time the last snapshot was shown
 
     # --- layout -----------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class DashboardScreen(Screen[None]):
     # --- data, pushed down by the app -------------------------------------------------
 
     def show_snapshot(self, snap: Snapshot) -> None:
+        self._shown_at = time.monotonic()
         self.machines.apply(snap)
         self.query_one(HostHeaders).show_snapshot(snap)
         self.query_one(PerformancePane).show(self.state.snapshots)
@@ -170,6 +172,10 @@ class DashboardScreen(Screen[None]):
         self.set_timer(CLEAR_AFTER_S, clear)
 
     def tick(self) -> None:
+        """Once a second: ages move on. Skipped when a snapshot was just shown (it
+        refreshed the same things), so a 1 s refresh paints once a second, not twice."""
+        if time.monotonic() - self._shown_at < 0.9:
+            return
         self.query_one(HostHeaders).tick()
         self.machines.refresh_ages()
         self.health_pane.redraw()

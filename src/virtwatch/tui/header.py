@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from rich.text import Text
 from textual.containers import Vertical
-from textual.widgets import Static
+from textual.widget import Widget
 
 from virtwatch.core.model import DomainState, Snapshot
 from virtwatch.core.records import ConnectionState, HostConnection
@@ -107,28 +107,39 @@ def header_text(
     return line
 
 
-class HostHeader(Static):
-    """One host's header line(s)."""
+class HostHeader(Widget):
+    """One host's header line(s). Rendered, not a Static: a changed figure repaints
+    this line only; the screen is laid out again only when the line count changes."""
 
     DEFAULT_CSS = """
     HostHeader { height: auto; }
     """
 
     def __init__(self, host: str, *, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(markup=False, classes="host-header")
+        super().__init__(classes="host-header")
         self.host = host
         self._clock = clock
         self.snapshot: Snapshot | None = None
         self.connection: HostConnection | None = None
         self.error: ErrorReport | None = None
+        self._shown = Text()
 
     def on_mount(self) -> None:
         self.refresh_text()
 
+    def render(self) -> Text:
+        return self._shown
+
     def refresh_text(self) -> None:
-        self.update(
-            header_text(self.host, self.snapshot, self.connection, self.error, self._clock())
-        )
+        text = header_text(self.host, self.snapshot, self.connection, self.error, self._clock())
+        if text == self._shown:
+            return
+        # a line that wraps differently needs a new height: same length, same wrapping
+        relayout = len(text.plain) != len(self._shown.plain) or text.plain.count(
+            "\n"
+        ) != self._shown.plain.count("\n")
+        self._shown = text
+        self.refresh(layout=relayout or not self.size.height)
 
 
 class HostHeaders(Vertical):

@@ -124,6 +124,7 @@ class HealthPane(Pane):
         self.results: list[HealthResult] = []
         self.transitions: list[HealthAlert] = []
         self.alerts: list[HealthAlert] = []
+        self._banner: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="health-alerts", markup=False)

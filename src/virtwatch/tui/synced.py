@@ -36,7 +36,8 @@ class SyncedTable(DataTable[Text]):
         if not self.columns:
             for key, label in self._column_spec:
                 self.add_column(label, key=key)
-        cursor = self.selected_key()
+        # keep the cursor on its row while someone is using this table; else stay on top
+        cursor = self.selected_key() if self.has_focus else None
         wanted = {key: cells for key, cells in rows}
         n = 0
         for key in [k for k in self._plain if k not in wanted]:
@@ -63,6 +64,8 @@ class SyncedTable(DataTable[Text]):
             self._order = order
             if cursor is not None and cursor in position:
                 self.move_cursor(row=position[cursor], animate=False, scroll=False)
+            elif self.row_count:
+                self.move_cursor(row=0, animate=False)
         return n
 
     def selected_key(self) -> str | None:
