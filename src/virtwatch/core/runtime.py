@@ -14,7 +14,7 @@ from types import TracebackType
 
 import libvirt
 
-from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
+from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, CollectorSettings
 from virtwatch.core.connection import Credentials, SourceState
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.eventloop import LibvirtEventThread
@@ -69,7 +69,9 @@ class Runtime:
         reporter: ReporterSettings | None = None,
         tasks: TaskSettings | None = None,
         events: bool = True,
+        collector: CollectorSettings | None = None,
     ) -> None:
+        self._collector_settings = collector
         self.hub = hub or Hub()
         self.hosts = tuple(hosts)
         self._open_timeout_s = open_timeout_s
@@ -183,6 +185,7 @@ class Runtime:
                 host=host.label,
                 interval_s=host.interval_s,
                 notice=host.notice,
+                settings=self._collector_settings,
             )
             source.add_open_listener(_tick_after_open(loop, collector))
             self.sources.append(source)

@@ -31,7 +31,7 @@ import platformdirs
 
 from virtwatch import __version__
 from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
-from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector
+from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, collector_settings
 from virtwatch.core.config import Config, config_error, get_typed, load_config
 from virtwatch.core.connection import Credentials, SingleConnection, open_connection
 from virtwatch.core.demo import demo_uri
@@ -105,11 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
     common.add_argument(
-        "--interval", type=_positive, default=DEFAULT_INTERVAL_S, help="seconds between ticks"
+        "--interval",
+        type=_positive,
+        default=None,
+        help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
     )
     p.add_argument("--uri", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)
-    p.add_argument("--interval", type=_positive, default=DEFAULT_INTERVAL_S, help=argparse.SUPPRESS)
+    p.add_argument("--interval", type=_positive, default=None, help=argparse.SUPPRESS)
     p.add_argument("--read-only", action="store_true", help="open read-only connections")
     p.add_argument(
         "--no-demo", action="store_true", help="never fall back to the bundled demo host"
@@ -199,7 +202,7 @@ def hosts_from(
     """The hosts to watch: --uri wins; else the config's [[hosts]]; else the default URI
     (or the demo host `chosen` for it). [pool] applies to every host; --read-only to all."""
     pool = PoolSettings.from_mapping(config.section("pool"), config.path)
-    interval = getattr(args, "interval", DEFAULT_INTERVAL_S)
+    interval = getattr(args, "interval", None) or collector_settings(config).interval_s
     forced_ro = bool(getattr(args, "read_only", False))
     if not args.uri and config.hosts():
         hosts = []
@@ -249,6 +252,7 @@ def build_runtime(config: Config, hosts: Sequence[HostConfig], hub: Hub) -> Runt
         hub=hub,
         reporter=reporter_settings(config.section("errors"), path=config.path),
         tasks=task_settings(config.section("tasks"), path=config.path),
+        collector=collector_settings(config),
     )
 
 
@@ -308,7 +312,7 @@ async def run_dashboard(args: argparse.Namespace) -> int:
                 config=config,
                 config_path=config_path,
                 read_only=all(h.read_only for h in hosts),
-                interval_s=args.interval,
+                interval_s=hosts[0].interval_s,
                 theme=args.theme,
                 refresh_s=args.refresh,
                 runner=rt.tasks,
@@ -327,7 +331,8 @@ async def run_snapshot(args: argparse.Namespace) -> int:
     try:
         collector = Collector(source, lambda _item: None)
         await collector.tick()
-        await asyncio.sleep(min(args.interval, 1.0))  # a second tick gives CPU rates
+        # a second tick gives CPU rates
+        await asyncio.sleep(min(args.interval or DEFAULT_INTERVAL_S, 1.0))
         snap = await collector.tick()
     finally:
         await source.close()
