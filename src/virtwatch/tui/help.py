@@ -58,7 +58,7 @@ def help_text(sections: Sequence[Section]) -> Text:
             text.append("\n")
         text.append(f"{title}\n", style="bold underline")
         for key, what in rows:
-            text.append(f"  {key:<18}", style="bold cyan")
+            text.append(f"  {key:<28}", style="bold cyan")
             text.append(f"{what}\n")
     return text
 
