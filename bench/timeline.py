@@ -10,8 +10,8 @@ lifecycle events, spikes and config changes, error incidents, health results (7 
 their retention) and transitions, admin actions, connection changes.
 
 Measured for the last full day of that history, medians of --runs:
-- the spike watch: one minute of every series with all 24 h baselines refreshed (the
-  worst minute of the steady state), and the 2 h catch-up a restart makes;
+- the spike watch: its start (each series' 24 h of minute means read once), and then
+  one minute of every series with all baselines refreshed (the worst steady minute);
 - the timeline query (`TimelineQueries.timeline`: every source, hints, ordering),
   target under 200 ms; reference: bare sqlite3 SELECTs of the same rows;
 - the export (`build_export` + the JSON written to a file), target under 2 s;
@@ -28,7 +28,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -328,17 +328,30 @@ async def main(vms: int, days: int, db: Path | None, runs: int) -> None:
             t_export, doc = await median_s(runs, export)
             export_mib = out.stat().st_size / 1024 / 1024
 
-            async def spike_pass(catch_up_s: int) -> int:
-                watch = SpikeWatch(
-                    StoreRollupReader(store), lambda _e: None, SpikeRules(), catch_up_s=catch_up_s
-                )
-                await watch.judge_new()
-                return watch.minutes_judged
+            class Reader(StoreRollupReader):
+                """The store, its minute watermark set back by `behind` seconds."""
 
-            # a minute that refreshes every baseline (the worst of the steady state), and
-            # the catch-up a restart makes (the last 2 h, a baseline every 10 min)
-            t_minute, n_minute = await median_s(runs, lambda: spike_pass(60))
-            t_catch, n_catch = await median_s(max(1, runs // 2), lambda: spike_pass(7200))
+                behind = 0
+
+                async def minute_watermarks(self) -> Mapping[str, int]:
+                    marks = await super().minute_watermarks()
+                    return {h: w - self.behind for h, w in marks.items()}
+
+            async def first_pass() -> tuple[SpikeWatch, Reader]:
+                # a start: each series' 24 h of minute means read once; 10 minutes judged
+                reader = Reader(store)
+                reader.behind = 60
+                watch = SpikeWatch(reader, lambda _e: None, SpikeRules(), catch_up_s=600)
+                await watch.judge_new()
+                return watch, reader
+
+            t_first, (watch, reader) = await median_s(max(1, runs // 2), first_pass)
+            reader.behind = 0
+            # then the last minute lands: every baseline is due (10 minutes since the first)
+            t0 = time.perf_counter()
+            await watch.judge_new()
+            t_minute = time.perf_counter() - t0
+            n_series = watch.minutes_judged // 11
         b_timeline = bare(path, runs, BARE_TIMELINE, lo, hi, None)
         b_export = bare(path, runs, BARE_EXPORT, lo, hi, Path(tmp) / "bare.json")
         points = sum(s["points"].rows for s in doc["metrics"]["series"])
@@ -356,9 +369,9 @@ async def main(vms: int, days: int, db: Path | None, runs: int) -> None:
             "target < 2 s"
         )
         print(
-            f"SPIKE WATCH: one minute of {n_minute:,} series with every 24 h baseline "
-            f"refreshed: {t_minute * 1000:.0f} ms; restart catch-up of 2 h "
-            f"({n_catch:,} minutes): {t_catch:.1f} s"
+            f"SPIKE WATCH over {n_series:,} series: start (24 h of means read once, "
+            f"10 minutes judged) {t_first:.1f} s; the next minute, every baseline "
+            f"refreshed: {t_minute * 1000:.0f} ms"
         )
 
 

@@ -391,6 +391,12 @@ class MemoryReader:
                 out[s] = picked
         return out
 
+    async def minute_means(
+        self, since: int, until: int, series: Collection[Series]
+    ) -> Mapping[Series, tuple[Sequence[int], Sequence[float]]]:
+        rows = await self.minute_rows(since, until, series)
+        return {s: ([r.ts for r in rs], [r.mean for r in rs]) for s, rs in rows.items()}
+
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
         return {k for k in self.stored if k[0] == host and since <= k[4] < until}
 
@@ -453,7 +459,7 @@ def test_a_window_of_means_gives_the_baseline_of_the_pure_function(
 
 def test_a_window_of_means_stays_bounded_and_exact_over_days() -> None:
     rows = series_of([float(i % 97) for i in range(3 * 1440)])  # three days of minutes
-    window = MeanWindow(rows[:1440])
+    window = MeanWindow([r.ts for r in rows[:1440]], [r.mean for r in rows[:1440]])
     for i, row in enumerate(rows[1440:], start=1440):
         if i % 60 == 0:
             minutes, p95 = window.figures(row.ts - 86400, row.ts)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 15.0
 RESTART_CATCH_UP_S = 2 * 3600  # on (re)start, re-judge this much (stored spikes are skipped)
-HISTORY_CHUNK = 25  # series per history read at first sight: small reads, short stalls
+HISTORY_CHUNK = 100  # series per history read at first sight (the database writes JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,13 @@ class RollupReader(Protocol):
         """Minute aggregates of `series` with since <= ts < until, each sorted by ts."""
         ...
 
+    async def minute_means(
+        self, since: int, until: int, series: Collection[Series]
+    ) -> Mapping[Series, tuple[Sequence[int], Sequence[float]]]:
+        """Per series: the start (epoch s) and mean (sum / count) of every minute with
+        samples in since <= ts < until, oldest first — the baseline's history, in bulk."""
+        ...
+
     async def stored_spikes(self, host: str, since: int, until: int) -> Collection[EdgeKey]:
         """Spike edges already stored for `host` whose minute lies in [since, until)."""
         ...
@@ -82,12 +89,13 @@ class MeanWindow:
 
     __slots__ = ("_means", "_start", "_ts")
 
-    def __init__(self, rows: Sequence[MinuteAggregate] = ()) -> None:
-        self._ts: array[int] = array("q")
-        self._means: array[float] = array("d")
+    def __init__(self, ts: Sequence[int] = (), means: Sequence[float] = ()) -> None:
+        """Start from the store's history: minute starts (ascending) and their means."""
+        self._ts: array[int] = array("q", ts)
+        self._means: array[float] = array("d", means)
         self._start = 0
-        for row in rows:
-            self.add(row)
+        if len(self._ts) != len(self._means):
+            raise ValueError("a window needs one mean per minute")
 
     def __len__(self) -> int:
         return len(self._ts) - self._start
@@ -205,9 +213,9 @@ class SpikeWatch:
         for i in range(0, len(fresh_series), HISTORY_CHUNK):
             chunk = fresh_series[i : i + HISTORY_CHUNK]
             window = max(self._judges[s].policy.window_s for s in chunk)
-            history = await self._reader.minute_rows(start - window, start, chunk)
+            history = await self._reader.minute_means(start - window, start, chunk)
             for s in chunk:
-                self._windows[s] = MeanWindow(history.get(s, ()))
+                self._windows[s] = MeanWindow(*history.get(s, ((), ())))
             await asyncio.sleep(0)  # let the UI breathe between chunks
         # then minute by minute across series, each baseline from its window
         at_ts: dict[int, list[tuple[Series, SeriesJudge, MinuteAggregate]]] = {}
