@@ -147,7 +147,10 @@ class VirtwatchApp(App[None]):
         """Every snapshot goes into the rings; the screen sees at most one per host
         per refresh period (a newer one replaces a pending older one)."""
         while True:
-            snap = await self._snapshots.get()
+            try:
+                snap = await self._snapshots.get()
+            except StopAsyncIteration:  # the subscription closed: the app is leaving
+                return
             latest = {snap.host: snap}
             self.history.record(snap)
             while (more := self._snapshots.get_nowait()) is not None:
