@@ -800,3 +800,27 @@ def test_changed_domain_changes_its_cells() -> None:
 def test_frozen_clock_is_the_canned_now() -> None:
     assert frozen() == NOW
     assert audit_records()[0].outcome is Outcome.VERIFIED
+
+
+async def test_detail_graphs_follow_new_snapshots(make_app: AppFactory) -> None:
+    now = [NOW]
+    app, hub = make_app(clock=lambda: now[0], settings=FAST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        hub.publish(fleet_snapshot())
+        await settle(pilot)
+        await select(pilot, app.dashboard.machines, "web-01")
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, VmDetailScreen)
+        assert screen.graph("cpu").points_shown() == 1
+        for i in range(1, 4):
+            now[0] = NOW + 2 * i
+            snap = fleet_snapshot(taken_at=now[0], tick=i + 1)
+            doms = tuple(dataclasses.replace(d, measured_at=now[0]) for d in snap.domains)
+            hub.publish(dataclasses.replace(snap, domains=doms))
+            await pilot.pause(0.1)
+            await settle(pilot)
+        assert screen.graph("cpu").points_shown() == 4
+        facts = str(screen.query_one("#detail-facts").render())
+        assert "CPU 23.4%" in facts

@@ -228,3 +228,17 @@ def test_per_host_read_only_and_ring_sizes() -> None:
 
 def test_audit_records_for_the_canned_fleet_are_plausible() -> None:
     assert all(isinstance(a, AuditRecord) for a in audit_records())
+
+
+def test_newer_snapshots_and_connection_states_replace_pending_ones() -> None:
+    from tests.canned import host_connections, second_host_snapshot
+    from virtwatch.tui.messages import RecordArrived, SnapshotArrived
+
+    a1, a2 = SnapshotArrived(fleet_snapshot(tick=1)), SnapshotArrived(fleet_snapshot(tick=2))
+    b = SnapshotArrived(second_host_snapshot())
+    assert a2.can_replace(a1)
+    assert not b.can_replace(a1)  # another host's snapshot is not stale
+    c1, c2 = (RecordArrived(c) for c in host_connections())
+    assert c1.can_replace(RecordArrived(host_connections()[0]))
+    assert not c1.can_replace(c2)
+    assert not RecordArrived(audit_records()[0]).can_replace(RecordArrived(audit_records()[1]))

@@ -143,7 +143,10 @@ class Series:
             return []
         if oldest <= since:
             return self.fine.points(since)
-        coarse = [p for p in self.coarse.points(since) if p[0] < oldest]
+        # a bucket is drawn at its middle; only buckets that end before the fine ring
+        # begins are shown, so no sample is drawn twice
+        half = self.bucket_s / 2
+        coarse = [p for p in self.coarse.points(since) if p[0] + half <= oldest]
         return coarse + self.fine.points(since)
 
 
