@@ -824,3 +824,23 @@ async def test_detail_graphs_follow_new_snapshots(make_app: AppFactory) -> None:
         assert screen.graph("cpu").points_shown() == 4
         facts = str(screen.query_one("#detail-facts").render())
         assert "CPU 23.4%" in facts
+
+
+async def test_toasts_show_hostile_names_as_text(make_app: AppFactory, sink: RecordingSink) -> None:
+    app, hub = make_app()
+    hostile = "10000000-0000-4000-8000-000000000010"
+    async with app.run_test(size=(120, 40)) as pilot:
+        hub.publish(fleet_snapshot())
+        await settle(pilot)
+        await select(pilot, app.dashboard.machines, "[bold red]x[/]")
+        await pilot.press("r", "y")
+        await settle(pilot)
+        assert [t.name for _a, ts in sink.requests for t in ts] == ["[bold red]x[/]"]
+        hub.publish(
+            AuditRecord(HOST, hostile, "[bold red]x[/]", "reboot", "root", None,
+                        Outcome.VERIFIED, NOW, 1.0)
+        )  # fmt: skip
+        await settle(pilot)
+        [note] = [n for n in app._notifications if "reboot verified" in n.message]
+        assert note.message == "[bold red]x[/]: reboot verified in 1.0 s"
+        assert note.markup is False

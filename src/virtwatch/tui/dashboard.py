@@ -252,6 +252,7 @@ class DashboardScreen(Screen[None]):
                 f"{len(refused)} VM(s) skipped: {hosts} is read-only",
                 title="read-only",
                 severity="warning",
+                markup=False,  # host names come from the config
             )
         if not ok:
             return

@@ -127,9 +127,14 @@ class TasksScreen(Screen[None]):
             self.notify("that task has already finished", title="tasks")
             return
         if self.control.cancel(key):
-            self.notify(f"cancelling {task.name}", title="tasks")
+            self.notify(f"cancelling {task.name}", title="tasks", markup=False)
         else:
-            self.notify(f"{task.name} could not be cancelled", title="tasks", severity="warning")
+            self.notify(
+                f"{task.name} could not be cancelled",
+                title="tasks",
+                severity="warning",
+                markup=False,  # task names carry VM names
+            )
 
     def action_close(self) -> None:
         self.dismiss(None)
