@@ -23,13 +23,18 @@ from bench.ui_common import fleet, peak_rss_mib, rss_mib
 WARMUP_S = 5.0
 
 
-async def child(vms: int, seconds: float, interval: float, out: Path) -> None:
+async def child(vms: int, seconds: float, interval: float, out: Path, static: bool) -> None:
     from virtwatch.core.hub import Hub
     from virtwatch.tui.factory import make_app
 
     hub = Hub()
     app = make_app(hub, interval_s=interval, refresh_s=1.0)
-    result: dict[str, object] = {"vms": vms, "seconds": seconds, "interval_s": interval}
+    result: dict[str, object] = {
+        "vms": vms,
+        "seconds": seconds,
+        "interval_s": interval,
+        "static": static,
+    }
     samples: list[tuple[float, float]] = []
 
     async def feed() -> None:
@@ -39,7 +44,8 @@ async def child(vms: int, seconds: float, interval: float, out: Path) -> None:
         start_wall = start_cpu = 0.0
         next_at = time.monotonic()
         while True:
-            hub.publish(fleet(vms, tick, t0=t0, step_s=interval))
+            # static: the same values every tick (the baseline: no cell changes)
+            hub.publish(fleet(vms, 0 if static else tick, t0=t0, step_s=interval))
             tick += 1
             elapsed = tick * interval
             if start_wall == 0.0 and elapsed >= WARMUP_S:
@@ -72,7 +78,7 @@ async def child(vms: int, seconds: float, interval: float, out: Path) -> None:
     await asyncio.to_thread(out.write_text, payload)
 
 
-def parent(vms: int, seconds: float, interval: float) -> dict[str, object]:
+def parent(vms: int, seconds: float, interval: float, *, static: bool = False) -> dict[str, object]:
     if not shutil.which("tmux"):
         raise SystemExit("tmux is needed: the dashboard runs in a real terminal")
     out = Path(f"/tmp/vw-bench-{uuid.uuid4().hex[:8]}.json")
@@ -80,7 +86,7 @@ def parent(vms: int, seconds: float, interval: float) -> dict[str, object]:
     root = Path(__file__).resolve().parents[1]
     cmd = (
         f"cd {root} && {sys.executable} -m bench.ui_watch --child --vms {vms} "
-        f"--seconds {seconds} --interval {interval} --out {out}"
+        f"--seconds {seconds} --interval {interval} --out {out}" + (" --static" if static else "")
     )
     subprocess.run(
         ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "60", cmd], check=True
@@ -99,8 +105,9 @@ def parent(vms: int, seconds: float, interval: float) -> dict[str, object]:
 
 
 def report(data: dict[str, object]) -> None:
+    what = "no value changing (baseline)" if data.get("static") else "every value changing"
     print(
-        f"{data['vms']} VMs, every value changing every {data['interval_s']} s, screen refresh"
+        f"{data['vms']} VMs, {what} every {data['interval_s']} s, screen refresh"
         f" 1 s, idle keyboard, {data['seconds']} s in tmux at 200x60 (load avg "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):"
     )
@@ -120,11 +127,12 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--static", action="store_true", help="republish the same values")
     a = ap.parse_args()
     if a.child:
-        asyncio.run(child(a.vms, a.seconds, a.interval, a.out))
+        asyncio.run(child(a.vms, a.seconds, a.interval, a.out, a.static))
     else:
-        report(parent(a.vms, a.seconds, a.interval))
+        report(parent(a.vms, a.seconds, a.interval, static=a.static))
 
 
 if __name__ == "__main__":

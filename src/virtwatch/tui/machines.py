@@ -47,7 +47,7 @@ STATE_STYLE = {
     DomainState.PMSUSPENDED: "cyan",
 }
 DEFAULT_STALE_AFTER_S = 10.0
-MAX_DRAWN_CELLS = 20_000  # rendered cells kept (a few screens' worth)
+MAX_DRAWN_CELLS = 5_000  # rendered cells kept (a few screens' worth)
 
 
 class KeyedText(Text):
