@@ -224,3 +224,26 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (r.raw_s, r.minute_s, r.hour_s) == (DAY_S, 30 * DAY_S, 730 * DAY_S)
     assert r.events_s == r.errors_s == r.audit_s == 90 * DAY_S
     assert MINUTE_MS == 60_000
+
+
+async def test_a_big_backlog_goes_in_slices_that_each_commit(store_url: str) -> None:
+    """With no time budget left, each run still deletes one slice, and says it is not
+    done; repeated runs finish the job exactly as one unbounded run would."""
+    rows = day_of_samples(vms=1, metrics=("cpu_pct",), span_ms=5 * DAY_MS, step_ms=600_000)
+    now = T0 + 5 * DAY_S
+    policy = Retention(raw_s=10 * DAY_S, minute_s=DAY_S)  # minutes go, a day a slice
+    async with Store(store_url) as store:
+        await store.write(rows)
+        await rollup.rollup(store, ["hv1"], now_ms=int(now * 1000))
+        before = await _count(store, MetricMinute)
+        first = await retention.apply(store, policy, now=now, budget_s=0)
+        assert not first.complete
+        assert first.deleted["metric_minute"] > 0
+        assert await _count(store, MetricMinute) == before - first.deleted["metric_minute"]
+        runs = 1
+        while not (await retention.apply(store, policy, now=now, budget_s=0)).complete:
+            runs += 1
+            assert runs < 10
+        now_ms = int(now * 1000)
+        assert await _count(store, MetricMinute, MetricMinute.ts_ms < now_ms - DAY_MS) == 0
+        assert await _count(store, MetricMinute) > 0

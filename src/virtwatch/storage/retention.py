@@ -10,6 +10,7 @@ the oldest hours, and returns the freed pages to the file system.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,7 @@ class RetentionReport:
     capped: bool = False  # the size cap had to delete rows
     over_cap: bool = False  # still over the cap with nothing deletable left
     vacuumed_pages: int = 0
+    complete: bool = True  # False: the time budget ran out; the rest is for the next run
 
     def add(self, table: str, n: int) -> None:
         if n:
@@ -132,16 +134,24 @@ async def _delete_sliced(
     cutoff: int,
     step_ms: int,
     *where: ColumnElement[bool],
+    deadline: float | None = None,
+    report: RetentionReport | None = None,
 ) -> int:
-    """DELETE rows with col < cutoff, one time slice per transaction."""
+    """DELETE rows with col < cutoff, one time slice per transaction; past `deadline`
+    (monotonic) it stops after a slice with `_OutOfTime` (what is deleted stays so)."""
     deleted = 0
     lo = oldest
     while lo is not None and lo < cutoff:
         hi = min(cutoff, lo + step_ms)
         async with store.engine.begin() as conn:
             result = await conn.execute(delete(table).where(col < hi, *where))
-            deleted += result.rowcount or 0
+            n = max(0, result.rowcount or 0)
+        deleted += n
+        if report is not None:
+            report.add(table.name, n)  # counted per committed slice, even if we stop next
         lo = hi
+        if deadline is not None and lo < cutoff and time.monotonic() >= deadline:
+            raise _OutOfTime  # at least one slice per call: every run makes progress
     return deleted
 
 
@@ -161,19 +171,42 @@ async def _hosts(store: Store) -> list[str]:
         return [h for (h,) in await conn.execute(select(Metric.host).distinct())]
 
 
-async def _delete_raw(store: Store, host: str, cutoff: int) -> int:
+class _OutOfTime(Exception):
+    """The run's time budget is spent; the rest waits for the next run."""
+
+
+async def _delete_raw(
+    store: Store, host: str, cutoff: int, deadline: float | None, report: RetentionReport
+) -> int:
     oldest = await _oldest_sample(store, MetricSample, host)
     ids = select(Metric.id).where(Metric.host == host)
     t = MetricSample.__table__
     return await _delete_sliced(
-        store, t, t.c.ts_ms, oldest, cutoff, _STEP_MS["raw"], t.c.metric_id.in_(ids)
+        store,
+        t,
+        t.c.ts_ms,
+        oldest,
+        cutoff,
+        _STEP_MS["raw"],
+        t.c.metric_id.in_(ids),
+        deadline=deadline,
+        report=report,
     )
 
 
-async def _delete_tier(store: Store, model: Any, cutoff: int, step: str) -> int:
+async def _delete_tier(
+    store: Store,
+    model: Any,
+    cutoff: int,
+    step: str,
+    deadline: float | None,
+    report: RetentionReport,
+) -> int:
     oldest = await _oldest_sample(store, model)
     t = model.__table__
-    return await _delete_sliced(store, t, t.c.ts_ms, oldest, cutoff, _STEP_MS[step])
+    return await _delete_sliced(
+        store, t, t.c.ts_ms, oldest, cutoff, _STEP_MS[step], deadline=deadline, report=report
+    )
 
 
 _RECORD_TABLES: tuple[tuple[str, Any, str], ...] = (
@@ -233,7 +266,9 @@ async def release_free_pages(store: Store) -> int:
     return before - after
 
 
-async def _cap(store: Store, policy: Retention, report: RetentionReport, now_ms: int) -> None:
+async def _cap(
+    store: Store, policy: Retention, report: RetentionReport, now_ms: int, deadline: float | None
+) -> None:
     cap = policy.max_size_bytes
     if cap <= 0:
         return
@@ -249,16 +284,16 @@ async def _cap(store: Store, policy: Retention, report: RetentionReport, now_ms:
             cut = raw_cutoff(now_ms, 0, [wm.get("minute"), wm.get("hour")])
             oldest = await _oldest_sample(store, MetricSample, host)
             if cut is not None and oldest is not None and oldest < cut:
-                n = await _delete_raw(store, host, min(cut, oldest + _STEP_MS["raw"]))
-                report.add("metric_sample", n)
-                deleted += n
+                deleted += await _delete_raw(
+                    store, host, min(cut, oldest + _STEP_MS["raw"]), deadline, report
+                )
         if not deleted:
             for name, model in (("minute", MetricMinute), ("hour", MetricHour)):
                 oldest = await _oldest_sample(store, model)
                 if oldest is not None:
-                    n = await _delete_tier(store, model, oldest + _STEP_MS[name], name)
-                    report.add(model.__tablename__, n)
-                    deleted += n
+                    deleted += await _delete_tier(
+                        store, model, oldest + _STEP_MS[name], name, deadline, report
+                    )
                     break
         if not deleted:
             report.over_cap = True
@@ -266,31 +301,42 @@ async def _cap(store: Store, policy: Retention, report: RetentionReport, now_ms:
     report.vacuumed_pages += await release_free_pages(store)
 
 
-async def apply(store: Store, policy: Retention, *, now: float) -> RetentionReport:
-    """Delete what the policy no longer keeps, then enforce the size cap."""
-    now_ms = int(now * 1000)
+async def apply(
+    store: Store, policy: Retention, *, now: float, budget_s: float | None = None
+) -> RetentionReport:
+    """Delete what the policy no longer keeps, then enforce the size cap. With
+    `budget_s`, stop between slices once it is spent (`report.complete` is then False:
+    call again; each slice is committed, nothing is half-done)."""
     report = RetentionReport()
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    try:
+        await _apply(store, policy, int(now * 1000), report, deadline)
+    except _OutOfTime:
+        report.complete = False
+    if report.capped:
+        report.vacuumed_pages += await release_free_pages(store)
+    return report
+
+
+async def _apply(
+    store: Store, policy: Retention, now_ms: int, report: RetentionReport, deadline: float | None
+) -> None:
     marks = await _tier_watermarks(store)
     for host in await _hosts(store):
         wm = marks.get(host, {})
         cut = raw_cutoff(now_ms, policy.raw_s * 1000, [wm.get("minute"), wm.get("hour")])
         if cut is not None:
-            report.add("metric_sample", await _delete_raw(store, host, cut))
-    report.add(
-        "metric_minute",
-        await _delete_tier(store, MetricMinute, now_ms - policy.minute_s * 1000, "minute"),
+            await _delete_raw(store, host, cut, deadline, report)
+    await _delete_tier(
+        store, MetricMinute, now_ms - policy.minute_s * 1000, "minute", deadline, report
     )
-    report.add(
-        "metric_hour",
-        await _delete_tier(store, MetricHour, now_ms - policy.hour_s * 1000, "hour"),
-    )
+    await _delete_tier(store, MetricHour, now_ms - policy.hour_s * 1000, "hour", deadline, report)
     for key, model, col_name in _RECORD_TABLES:
         t = model.__table__
         col = t.c[col_name]
         cutoff = now_ms - int(getattr(policy, key)) * 1000
         oldest = await _oldest_at(store, col)
-        report.add(t.name, await _delete_sliced(store, t, col, oldest, cutoff, _STEP_MS["minute"]))
-    await _cap(store, policy, report, now_ms)
-    if report.capped:
-        report.vacuumed_pages += await release_free_pages(store)
-    return report
+        await _delete_sliced(
+            store, t, col, oldest, cutoff, _STEP_MS["minute"], deadline=deadline, report=report
+        )
+    await _cap(store, policy, report, now_ms, deadline)

@@ -23,6 +23,8 @@ from virtwatch.storage.store import Store
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+CHUNK_METRICS = 1000  # a host this big rolls up ten minutes per transaction
 # a minute is rolled up once no sample of it can still arrive: ticks publish a few
 # seconds after they are taken, and the writer never rolls past what it still holds
 DEFAULT_GRACE_MS = 30_000
@@ -36,10 +38,12 @@ class Tier(enum.StrEnum):
     def width_ms(self) -> int:
         return MINUTE_MS if self is Tier.MINUTE else HOUR_MS
 
-    @property
-    def chunk_ms(self) -> int:
-        """How much raw time one transaction consumes (bounds its duration)."""
-        return 10 * MINUTE_MS if self is Tier.MINUTE else HOUR_MS
+    def chunk_ms(self, metrics: int) -> int:
+        """How much raw time one transaction consumes: ten minutes (an hour) of a host
+        with 1,000 metrics (~300,000 samples at 2 s), longer for smaller hosts, at most
+        a day, so one transaction stays short and a catch-up takes few of them."""
+        base = 10 * MINUTE_MS if self is Tier.MINUTE else HOUR_MS
+        return min(DAY_MS, base * max(1, CHUNK_METRICS // max(1, metrics)))
 
     @property
     def model(self) -> type[MetricMinute] | type[MetricHour]:
@@ -197,7 +201,12 @@ async def rollup_step(
             start, end, rows = wm, until_ms, 0  # a gap: nothing to roll, move on
         else:
             start = floor_to(first, tier.width_ms)
-            end = min(until_ms, start + tier.chunk_ms)
+            metrics = (
+                await conn.execute(
+                    select(func.count()).select_from(Metric).where(Metric.host == host)
+                )
+            ).scalar_one()
+            end = min(until_ms, start + tier.chunk_ms(int(metrics)))
             insert = (
                 store.insert(tier.model)
                 .from_select(

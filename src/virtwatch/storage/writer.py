@@ -41,6 +41,7 @@ DEFAULT_FLUSH_INTERVAL_S = 1.0
 MAX_ROWS_PER_FLUSH = 20_000  # one transaction; the rest goes in the next one at once
 ROLLUP_EVERY_S = 60.0
 RETENTION_EVERY_S = 600.0
+MAINTENANCE_BUDGET_S = 2.0  # retention work per round, then the buffer is flushed again
 IDLE_HOST_S = 3600.0  # a host with no new sample for this long is nobody's any more
 MAX_ROLLUP_STEPS_PER_ROUND = 4  # then flush again: catching up never delays new rows long
 # "database is locked" for up to this long is normal contention, not worth a report
@@ -349,9 +350,12 @@ class StoreWriter:
             idle = [h for h in idle if h not in self._own_hosts]
             if idle:
                 await rollup.rollup(self._store, idle, now_ms=int(now * 1000))
-            await retention.apply(self._store, self._retention, now=now)
+            report = await retention.apply(
+                self._store, self._retention, now=now, budget_s=MAINTENANCE_BUDGET_S
+            )
             self.retention_runs += 1
-            self._next_retention_at = now + RETENTION_EVERY_S
+            # a big backlog (a shorter retention, a first run) goes in slices between flushes
+            self._next_retention_at = now if not report.complete else now + RETENTION_EVERY_S
 
     async def _cycle(self) -> float:
         """One flush (+ maintenance); returns how long to wait before the next one."""
