@@ -141,8 +141,9 @@ class ActionFlow:
         key = (record.host, record.vm_name)
         row, toast, severity = outcome_text(record)
         self.pending.pop(key, None)
-        self._uuid_of.pop(key, None)
+        # a failure before the VM was looked up carries no uuid: ours knows it
+        uuid = self._uuid_of.pop(key, None) or record.vm_uuid
         shown = self._error_shown.pop(key, None)
         if not (record.outcome is Outcome.FAILED and shown is not None):
             self._notify(toast, "action", severity)
-        return record.host, record.vm_uuid, row
+        return record.host, uuid, row
