@@ -305,6 +305,7 @@ async def run_dashboard(args: argparse.Namespace) -> int:
             writer,
             build_runtime(config, hosts, hub) as rt,
             health_monitor(rt, hub, writer, config),
+            watchers(rt, store, hub, config),
             DetailsService(rt.pools, hub) as details,
         ):
             app = make_app(
@@ -385,6 +386,33 @@ async def health_monitor(
         yield
 
 
+@contextlib.asynccontextmanager
+async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> AsyncIterator[None]:
+    """What is judged as data arrives, in the background: metric spikes against each
+    series' own stored baseline (issue 7), and configuration drift of every VM."""
+    from virtwatch.core.drift import DriftWatcher
+    from virtwatch.core.spikes import spike_rules
+    from virtwatch.core.spikewatch import SpikeWatch
+    from virtwatch.storage.timeline import StoreRollupReader
+
+    spikes = SpikeWatch(
+        StoreRollupReader(store),
+        rt.publish,
+        spike_rules(config.section("spikes")),
+        hosts=list(rt.pools),
+    )
+    tasks = [asyncio.create_task(spikes.run(), name="spike-watch")]
+    for label, pool in rt.pools.items():
+        drift = DriftWatcher(pool, hub, host=label)
+        tasks.append(asyncio.create_task(drift.run(), name=f"drift:{label}"))
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
     from virtwatch.storage.settings import parse_storage
@@ -413,6 +441,7 @@ async def run_record(args: argparse.Namespace) -> int:
                 writer,
                 build_runtime(config, hosts, hub) as rt,
                 health_monitor(rt, hub, writer, config),
+                watchers(rt, store, hub, config),
             ):
                 names = ", ".join(h.label for h in hosts)
                 print(
