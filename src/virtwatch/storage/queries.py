@@ -9,7 +9,9 @@ that travel on the hub (DomainEvent, TaskUpdate, ...), errors as `ErrorEntry`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -184,13 +186,7 @@ def _ms(t: float) -> int:
     return round(t * 1000)
 
 
-def _point_from_agg(ts: int, count: int, total: float, lo: float, hi: float, p95: float) -> Point:
-    return Point(ts / 1000, int(count), float(total) / int(count), float(lo), float(hi), float(p95))
-
-
-def _raw_point(ts: int, value: float) -> Point:
-    v = float(value)
-    return Point(ts / 1000, 1, v, v, v, v)
+_vm_and_metric = operator.itemgetter(0, 1)
 
 
 def _tier(resolution: Resolution) -> Any:
@@ -231,10 +227,12 @@ class Queries:
         )
 
     @staticmethod
-    def _point(resolution: Resolution, row: Sequence[Any]) -> Point:
+    def _points(resolution: Resolution, rows: Iterable[Sequence[Any]]) -> list[Point]:
+        """Rows of `_points_query` (vm_uuid, metric, ts, ...) -> points; the hot loop of
+        a chart, so no per-row function calls beyond the Point itself."""
         if resolution is Resolution.RAW:
-            return _raw_point(row[2], row[3])
-        return _point_from_agg(*row[2:8])
+            return [Point(r[2] / 1000, 1, r[3], r[3], r[3], r[3]) for r in rows]
+        return [Point(r[2] / 1000, r[3], r[4] / r[3], r[5], r[6], r[7]) for r in rows]
 
     async def series(
         self,
@@ -250,7 +248,7 @@ class Queries:
         q = self._points_query(
             res, since, until, Metric.host == host, Metric.vm_uuid == vm_uuid, Metric.name == metric
         )
-        points = tuple(self._point(res, r) for r in await self._all(q))
+        points = tuple(self._points(res, await self._all(q)))
         return Series(host, vm_uuid, metric, res, points)
 
     async def histories(
@@ -272,8 +270,10 @@ class Queries:
         if host is not None:
             where.append(Metric.host == host)
         out: dict[str, dict[str, list[Point]]] = {}
-        for row in await self._all(self._points_query(res, since, until, *where)):
-            out.setdefault(row[0], {}).setdefault(row[1], []).append(self._point(res, row))
+        rows = await self._all(self._points_query(res, since, until, *where))
+        # rows come ordered by metric: one group per (VM, metric) of each host
+        for (uuid, name), group in itertools.groupby(rows, key=_vm_and_metric):
+            out.setdefault(uuid, {}).setdefault(name, []).extend(self._points(res, group))
         return out
 
     async def latest(
@@ -307,7 +307,7 @@ class Queries:
             q = q.where(Metric.host == host)
         out: dict[str, dict[str, Point]] = {}
         for row in await self._all(q):
-            out.setdefault(row[0], {})[row[1]] = self._point(resolution, row)
+            out.setdefault(row[0], {})[row[1]] = self._points(resolution, [row])[0]
         return out
 
     async def metric_names(self, vm_uuid: str | None = None) -> list[tuple[str, str, str, str]]:
