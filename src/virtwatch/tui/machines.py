@@ -8,7 +8,7 @@ names come from untrusted places: every cell is a rich `Text`, never markup.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -398,7 +398,26 @@ class MachineTable(DataTable[Text]):
         self._touch()
         if sort_dirty:
             self._resort(keep=cursor)
+        if added:
+            self._measure_soon()
         return ApplyStats(added, removed, updated, sort_dirty)
+
+    def _measure_soon(self) -> None:
+        """DataTable measures new rows when it is next idle; make sure that moment comes
+        even when nothing else happens to this table."""
+        self.call_later(self.check_idle)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # DataTable caches rendered rows by its update count, not by column widths: rows
+        # painted before they were measured stayed cropped to the labels' widths
+        super()._update_dimensions(new_rows)
+        self._update_count += 1
+        self.refresh()
+
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        super()._update_column_widths(updated_cells)
+        self._update_count += 1
+        self.refresh()
 
     def refresh_ages(self) -> int:
         """Re-evaluate staleness (call about once a second); returns cells updated."""
@@ -440,6 +459,7 @@ class MachineTable(DataTable[Text]):
             elif row.shown and not keep:
                 self._hide(key, row)
         self._resort(keep=cursor)
+        self._measure_soon()
 
     def sort_by(self, column: str, *, reverse: bool | None = None) -> None:
         """Sort by `column`; choosing the current column again flips the order."""
