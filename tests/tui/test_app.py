@@ -219,7 +219,7 @@ async def test_stale_rows_are_dimmed_with_their_age(make_app: AppFactory) -> Non
         table = app.dashboard.machines
         assert rows_by_name(table)["web-01"][3] == "running"
         now[0] = NOW + 75
-        app.dashboard.tick()  # the screen's once-a-second timer
+        app.dashboard.tick(force=True)  # the screen's once-a-second timer
         assert rows_by_name(table)["web-01"][3] == "running · 1m15s old"
         cell = table.get_cell(MachineTable.row_key(HOST, WEB01), "cpu")
         assert "dim" in str(cell.style)

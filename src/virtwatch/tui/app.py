@@ -10,7 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -31,7 +31,6 @@ from virtwatch.core.records import (
 from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.action_flow import ActionFlow
 from virtwatch.tui.dashboard import DashboardScreen
-from virtwatch.tui.detail import VmDetailScreen
 from virtwatch.tui.dialogs import QuitScreen
 from virtwatch.tui.error_log import ErrorsPane
 from virtwatch.tui.health import HealthPane
@@ -49,6 +48,17 @@ from virtwatch.tui.ports import (
 from virtwatch.tui.settings import REFRESH_CHOICES, UiSettings, save_ui_settings
 from virtwatch.tui.state import DashboardState
 from virtwatch.tui.tasks import TasksScreen
+
+if TYPE_CHECKING:
+    from virtwatch.tui.detail import VmDetailScreen
+
+
+@runtime_checkable
+class LiveScreen(Protocol):
+    """A screen that redraws from the app's data when a record or snapshot arrives."""
+
+    def data_changed(self) -> None: ...
+
 
 RECORD_KINDS: tuple[type, ...] = (
     ErrorReport,
@@ -208,7 +218,7 @@ class VirtwatchApp(App[None]):
 
     def _screen_data_changed(self) -> None:
         screen = self.screen
-        if isinstance(screen, (VmDetailScreen, TasksScreen)):
+        if isinstance(screen, LiveScreen):  # the detail and tasks screens
             screen.data_changed()
 
     def _notify(self, message: str, title: str, severity: str) -> None:
@@ -223,6 +233,9 @@ class VirtwatchApp(App[None]):
         self.open_detail(message.ref.host, message.ref.uuid)
 
     def open_detail(self, host: str, uuid: str) -> VmDetailScreen | None:
+        # plotext loads with the first detail screen, not at start
+        from virtwatch.tui.detail import VmDetailScreen
+
         table = self.dashboard.machines
         ref = table.ref(MachineTable.row_key(host, uuid))
         if ref is None:
@@ -304,7 +317,10 @@ class VirtwatchApp(App[None]):
                 ("Health pane", HealthPane.BINDINGS),
                 ("Errors pane (and / to filter it)", ErrorsPane.BINDINGS),
             ]
-        elif isinstance(screen, VmDetailScreen):
+        elif screen.id == "detail":
+            from virtwatch.tui.detail import VmDetailScreen
+
+            assert isinstance(screen, VmDetailScreen)
             keys = [
                 b
                 for b in VmDetailScreen.BINDINGS

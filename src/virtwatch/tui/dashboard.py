@@ -171,10 +171,10 @@ class DashboardScreen(Screen[None]):
 
         self.set_timer(CLEAR_AFTER_S, clear)
 
-    def tick(self) -> None:
+    def tick(self, *, force: bool = False) -> None:
         """Once a second: ages move on. Skipped when a snapshot was just shown (it
         refreshed the same things), so a 1 s refresh paints once a second, not twice."""
-        if time.monotonic() - self._shown_at < 0.9:
+        if not force and time.monotonic() - self._shown_at < 0.9:
             return
         self.query_one(HostHeaders).tick()
         self.machines.refresh_ages()
