@@ -172,6 +172,17 @@ async def through_writer(
     return total / elapsed, worst * 1000, timer.cpu * 1000, own * 1000
 
 
+async def idle_lateness(seconds: float) -> float:
+    """The same 1 ms ticker with nothing else on the loop: this machine's own noise."""
+    worst = 0.0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        await asyncio.sleep(0.001)
+        worst = max(worst, time.perf_counter() - t - 0.001)
+    return worst * 1000
+
+
 async def _catalogue(store: Store) -> dict[tuple[str, str, str], int]:
     from sqlalchemy import select
 
@@ -186,7 +197,7 @@ async def main(rows: int) -> None:
     rng = random.Random(1)
     data = [tick_rows(t, rng) for t in range(rows // (VMS * len(METRICS)))]
     n = sum(len(t) for t in data)
-    floor, sized, rates, late, cpu, own = [], [], [], [], [], []
+    floor, sized, rates, late, cpu, own, idle = [], [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(ROUNDS):
             url, ids = await fresh_db(Path(tmp), f"base-{r}.db")
@@ -195,6 +206,7 @@ async def main(rows: int) -> None:
             sized.append(baseline(url.split(":///", 1)[1], data, ids, 20_000))
             url, _ids = await fresh_db(Path(tmp), f"writer-{r}.db")
             rate, lateness, cb_cpu, own_step = await through_writer(url, data)
+            idle.append(await idle_lateness(n / rate))
             rates.append(rate)
             late.append(lateness)
             cpu.append(cb_cpu)
@@ -210,6 +222,7 @@ async def main(rows: int) -> None:
     print(f"  longest step of the writer's tasks (CPU): {med(own):.1f} / {max(own):.1f} ms")
     print(f"  longest callback of any kind (CPU):       {med(cpu):.1f} / {max(cpu):.1f} ms")
     print(f"  worst lateness of a 1 ms ticker (wall):   {med(late):.1f} / {max(late):.1f} ms")
+    print(f"  the same ticker, idle loop, same length:  {med(idle):.1f} / {max(idle):.1f} ms")
     pg = os.environ.get("VIRTWATCH_BENCH_PG")
     if pg:
         from sqlalchemy import text
