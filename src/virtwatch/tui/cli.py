@@ -291,37 +291,25 @@ async def run_dashboard(args: argparse.Namespace) -> int:
         chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
     hosts = hosts_from(config, args, chosen)
     hub = Hub()
-    async with Store(db_url(args.db or storage.db or default_db_path())) as store:
-        # the writer stores samples and every record (audit rows of the UI's actions too);
-        # it opens first and closes last, so the runtime's final reports are kept
-        writer = StoreWriter(
-            store,
+    async with (
+        Store(db_url(args.db or storage.db or default_db_path())) as store,
+        recording(config, hosts, hub, store) as (rt, _writer),
+        DetailsService(rt.pools, hub) as details,
+    ):
+        app = make_app(
             hub,
-            buffer_rows=storage.buffer_rows,
-            flush_interval_s=storage.flush_interval_s,
-            retention_policy=storage.retention,
+            config=config,
+            config_path=config_path,
+            read_only=all(h.read_only for h in hosts),
+            interval_s=hosts[0].interval_s,
+            theme=args.theme,
+            refresh_s=args.refresh,
+            runner=rt.tasks,
+            sources=rt.pools,
+            queries=Queries(store),
+            details=details,
         )
-        async with (
-            writer,
-            build_runtime(config, hosts, hub) as rt,
-            health_monitor(rt, hub, writer, config),
-            watchers(rt, store, hub, config),
-            DetailsService(rt.pools, hub) as details,
-        ):
-            app = make_app(
-                hub,
-                config=config,
-                config_path=config_path,
-                read_only=all(h.read_only for h in hosts),
-                interval_s=hosts[0].interval_s,
-                theme=args.theme,
-                refresh_s=args.refresh,
-                runner=rt.tasks,
-                sources=rt.pools,
-                queries=Queries(store),
-                details=details,
-            )
-            await app.run_async()
+        await app.run_async()
     return 0
 
 
@@ -413,6 +401,32 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def recording(
+    config: Config, hosts: Sequence[HostConfig], hub: Hub, store: Store
+) -> AsyncIterator[tuple[Runtime, StoreWriter]]:
+    """Everything that watches and remembers, for the dashboard and the recorder alike:
+    the store writer (opens first and closes last, so the runtime's final reports are
+    kept), the runtime, the health checks and the spike and drift watchers."""
+    from virtwatch.storage.settings import parse_storage
+
+    storage = parse_storage(config.section("storage"), config.path)
+    writer = StoreWriter(
+        store,
+        hub,
+        buffer_rows=storage.buffer_rows,
+        flush_interval_s=storage.flush_interval_s,
+        retention_policy=storage.retention,
+    )
+    async with (
+        writer,
+        build_runtime(config, hosts, hub) as rt,
+        health_monitor(rt, hub, writer, config),
+        watchers(rt, store, hub, config),
+    ):
+        yield rt, writer
+
+
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
     from virtwatch.storage.settings import parse_storage
@@ -430,19 +444,7 @@ async def run_record(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with Store(db_url(args.db or storage.db or default_db_path())) as store:
-            writer = StoreWriter(
-                store,
-                hub,
-                buffer_rows=storage.buffer_rows,
-                flush_interval_s=storage.flush_interval_s,
-                retention_policy=storage.retention,
-            )
-            async with (
-                writer,
-                build_runtime(config, hosts, hub) as rt,
-                health_monitor(rt, hub, writer, config),
-                watchers(rt, store, hub, config),
-            ):
+            async with recording(config, hosts, hub, store) as (_rt, writer):
                 names = ", ".join(h.label for h in hosts)
                 print(
                     f"virtwatch: recording {names} into {redact_text(store.url)}; "
