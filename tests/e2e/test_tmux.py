@@ -78,8 +78,12 @@ def test_a_vm_started_with_virsh_appears_and_its_destroy_shows(
     )
     try:
         wait_for(lambda: name in screen(), 2 * 1.0 + 3.0, f"{name} on screen within two ticks")
-        line = next(ln for ln in screen().splitlines() if name in ln)
-        assert "running" in line
+        # QEMU passes through "paused: starting up" on its way to running
+        wait_for(
+            lambda: any(name in ln and "running" in ln for ln in screen().splitlines()),
+            5,
+            f"{name} shown running",
+        )
     finally:
         subprocess.run(
             ["virsh", "-c", QEMU_URI, "destroy", name],
