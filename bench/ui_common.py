@@ -31,10 +31,19 @@ def _net(k: int, tick: int, t: float) -> NetIo:
     )  # fmt: skip
 
 
-def fleet(n: int, tick: int, *, t0: float = 1_795_000_000.0, step_s: float = 1.0) -> Snapshot:
+def fleet(
+    n: int,
+    tick: int,
+    *,
+    t0: float = 1_795_000_000.0,
+    step_s: float = 1.0,
+    static: bool = False,
+) -> Snapshot:
     """`n` running VMs at tick `tick`: CPU, memory, disk and network all differ from the
-    previous tick for every VM."""
+    previous tick for every VM — or, with `static`, are the same at every (fresh) tick."""
     t = t0 + tick * step_s
+    if static:
+        tick = 0
     doms = []
     for k in range(n):
         doms.append(

@@ -45,7 +45,7 @@ async def child(vms: int, seconds: float, interval: float, out: Path, static: bo
         next_at = time.monotonic()
         while True:
             # static: the same values every tick (the baseline: no cell changes)
-            hub.publish(fleet(vms, 0 if static else tick, t0=t0, step_s=interval))
+            hub.publish(fleet(vms, tick, t0=t0, step_s=interval, static=static))
             tick += 1
             elapsed = tick * interval
             if start_wall == 0.0 and elapsed >= WARMUP_S:

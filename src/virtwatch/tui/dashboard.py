@@ -135,7 +135,7 @@ class DashboardScreen(Screen[None]):
         pane = self.query_one("#machines-pane", Pane)
         filt = f" · /{self.machines.filter_text}" if self.machines.filter_text else ""
         marks = f" · {len(self.machines.marked)} marked" if self.machines.marked else ""
-        pane.border_subtitle = (
+        pane.set_subtitle(
             f"{shown} of {total}{filt}{marks}" if shown != total else f"{total} VMs{marks}"
         )
 

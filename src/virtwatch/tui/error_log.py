@@ -106,7 +106,7 @@ class ErrorsPane(Pane):
             parts.append(f"≥ {self.min_severity.label}")
         if self.filter_text:
             parts.append(f"/{self.filter_text}")
-        self.border_subtitle = " · ".join(parts)
+        self.set_subtitle(" · ".join(parts))
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text

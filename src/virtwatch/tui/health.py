@@ -148,12 +148,15 @@ class HealthPane(Pane):
         self.query_one("#health-checks", SyncedTable).sync(check_rows(self.results, now))
         self.query_one("#health-history", SyncedTable).sync(transition_rows(self.transitions, now))
         banner = self.query_one("#health-alerts", Static)
-        banner.update(alerts_text(self.alerts))
-        banner.display = bool(self.alerts)
+        text = alerts_text(self.alerts)
+        if text != self._banner:  # an update lays the screen out again: only on change
+            self._banner = text
+            banner.update(text)
+            banner.display = bool(self.alerts)
         worst = max(
             (r.state for r in self.results if r.state is not HealthState.UNKNOWN), default=None
         )
-        self.border_subtitle = (
+        self.set_subtitle(
             "no checks yet"
             if worst is None
             else f"{len(self.results)} checks · worst {worst.label}"

@@ -18,6 +18,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.coordinate import Coordinate
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
 from virtwatch.core.history import MetricHistory
@@ -48,6 +49,7 @@ STATE_STYLE = {
 }
 DEFAULT_STALE_AFTER_S = 10.0
 MAX_DRAWN_CELLS = 5_000  # rendered cells kept (a few screens' worth)
+MAX_DRAWN_ROWS = 1_000  # assembled rows kept
 
 
 class KeyedText(Text):
@@ -147,6 +149,9 @@ class MachineTable(DataTable[Text]):
         self._dirty = False  # cells written since the last `_touch`
         self._widest: dict[str, int] = {}  # column -> widest text it has held
         self._cells_drawn: dict[tuple[object, ...], tuple[Text, SegmentLines]] = {}
+        self._rows_drawn: dict[tuple[object, ...], tuple[SegmentLines, SegmentLines]] = {}
+        self._row_version: dict[str, int] = {}  # row key -> bumped when a cell changes
+        self._widths_version = 0  # bumped when a column width or the columns change
 
     # --- structure ------------------------------------------------------------
 
@@ -164,6 +169,7 @@ class MachineTable(DataTable[Text]):
         return Text(text, justify="right" if c.numeric else "left")
 
     def _relabel(self) -> None:
+        self._widths_version += 1
         for c in self._columns:
             col = self.columns.get(c.key)  # type: ignore[call-overload]
             if col is not None:
@@ -192,6 +198,7 @@ class MachineTable(DataTable[Text]):
     def _show(self, key: str, row: _Row) -> None:
         self.add_row(*self._styled(key, row), key=key)
         row.shown = True
+        self._row_version[key] = self._row_version.get(key, 0) + 1  # new cells
         for c in self._columns:
             width = len(row.cells[COLUMN_INDEX[c.key]])
             if width > self._widest.get(c.key, 0):
@@ -206,6 +213,7 @@ class MachineTable(DataTable[Text]):
         cursor = self._key_at_cursor()
         self.clear(columns=True)
         self._widest.clear()
+        self._widths_version += 1
         self._add_columns()
         for key, row in self._rows.items():
             row.shown = False
@@ -257,8 +265,53 @@ class MachineTable(DataTable[Text]):
                     self._updated_cells.add(CellKey(RowKey(key), ColumnKey(c.key)))
                     self._require_update_dimensions = True
                 n += 1
+        if n:
+            self._row_version[key] = self._row_version.get(key, 0) + 1
         self._dirty = self._dirty or n > 0
         return n
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> tuple[SegmentLines, SegmentLines]:
+        """DataTable re-assembles every visible row after any change; this keeps a row's
+        segments while its cells, its position, the widths and the cursor/hover on it
+        are the same, so a tick that changes five rows re-assembles five rows."""
+        row_index = self._row_locations.get(row_key)
+        if row_index is None or row_key is self._header_row_key:
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        key = (
+            row_key,
+            row_index,
+            line_no,
+            base_style,
+            self._row_version.get(row_key.value or "", 0),
+            self._widths_version,
+            cursor_location.row == row_index,
+            hover_location.row == row_index,
+            self.cursor_type,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._pseudo_class_state,
+            self.scroll_x,  # fixed and scrolling parts are split by the horizontal scroll
+            self.size.width,  # the last column is padded out to the table's width
+        )
+        hit = self._rows_drawn.get(key)
+        if hit is not None:
+            return hit
+        pair = super()._render_line_in_row(
+            row_key, line_no, base_style, cursor_location, hover_location
+        )
+        if len(self._rows_drawn) > MAX_DRAWN_ROWS:
+            self._rows_drawn.clear()
+        self._rows_drawn[key] = pair
+        return pair
 
     def _render_cell(
         self,
@@ -411,11 +464,13 @@ class MachineTable(DataTable[Text]):
         # DataTable caches rendered rows by its update count, not by column widths: rows
         # painted before they were measured stayed cropped to the labels' widths
         super()._update_dimensions(new_rows)
+        self._widths_version += 1
         self._update_count += 1
         self.refresh()
 
     def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
         super()._update_column_widths(updated_cells)
+        self._widths_version += 1
         self._update_count += 1
         self.refresh()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.containers import Vertical
 
 
@@ -18,3 +19,11 @@ class Pane(Vertical):
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="pane")
         self.border_title = title
+        self._subtitle = ""
+
+    def set_subtitle(self, text: str) -> None:
+        """Set the subtitle as plain text (a filter may hold '['), and only when it
+        changed: every assignment repaints the whole pane."""
+        if text != self._subtitle:
+            self._subtitle = text
+            self.border_subtitle = Text(text)

@@ -105,9 +105,9 @@ class TasksScreen(Screen[None]):
         tasks = self._tasks()
         self.table.sync(task_rows(tasks, self._clock()))
         running = sum(1 for t in tasks if not t.state.finished)
-        self.query_one(
-            "#tasks-pane", Pane
-        ).border_subtitle = f"{running} running · {len(tasks) - running} finished"
+        self.query_one("#tasks-pane", Pane).set_subtitle(
+            f"{running} running · {len(tasks) - running} finished"
+        )
         empty = self.query_one("#tasks-empty", Static)
         empty.display = not tasks
         empty.update(Text("no background tasks yet", style="dim"))
