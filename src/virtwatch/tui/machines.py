@@ -16,9 +16,9 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.coordinate import Coordinate
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
 from virtwatch.core.history import MetricHistory
