@@ -58,6 +58,7 @@ from virtwatch.core.uri import redact_text, redact_uri
 from virtwatch.storage.engine import db_url, sqlite_path
 from virtwatch.storage.export import (
     EXPORT_SCHEMA_VERSION,
+    StoreIncidents,
     build_export,
     dump_export,
     redact_document,
@@ -308,6 +309,7 @@ async def run_dashboard(args: argparse.Namespace) -> int:
             sources=rt.pools,
             queries=Queries(store),
             details=details,
+            timeline=StoreIncidents(store, generated_by=f"virtwatch {__version__}"),
         )
         await app.run_async()
     return 0

@@ -19,7 +19,7 @@ from virtwatch.core.uri import redact_uri
 from virtwatch.storage.queries import Queries
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.bindings import RunnerActions, StoredHistory
-from virtwatch.tui.ports import DetailsSource
+from virtwatch.tui.ports import DetailsSource, TimelineSource
 from virtwatch.tui.settings import ui_settings
 
 LIVE_WINDOW_S = 300.0  # every sample of the last 5 minutes stays in memory
@@ -56,6 +56,7 @@ def make_app(
     sources: Mapping[str, ConnectionSource] | None = None,
     queries: Queries | None = None,
     details: DetailsSource | None = None,
+    timeline: TimelineSource | None = None,
     clock: Callable[[], float] = time.time,
 ) -> VirtwatchApp:
     config = config or Config({}, config_path)
@@ -75,7 +76,7 @@ def make_app(
         actions=actions,
         tasks=runner,
         series=stored,
-        timeline=stored,
+        timeline=timeline or stored,  # the store's incidents: timeline screen and export
         details=details,
         read_only=read_only,
         read_only_hosts=read_only_hosts(config),
