@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.vms import QEMU_URI, VmFactory
-from virtwatch.core.collector import Collector
+from virtwatch.core.collector import Collector, CollectorSettings
 from virtwatch.core.connection import SingleConnection
 from virtwatch.core.model import DomainState, MemorySource
 
@@ -18,7 +18,19 @@ async def test_a_transient_vm_appears_in_the_snapshot(transient_vm: VmFactory) -
     dom = await transient_vm()
     source = SingleConnection(QEMU_URI)
     try:
-        snap = await Collector(source, lambda _x: None).tick()
+        # every tick asks for the slow groups too (balloon), not only every 10 s
+        settings = CollectorSettings(slow_interval_s=0.1)
+        collector = Collector(source, lambda _x: None, settings=settings)
+        snap = await collector.tick()
+        assert dom.UUIDString() in snap.by_uuid()  # seen on the very first tick
+        # right after its start the VM's job can be busy and NOWAIT skips its balloon
+        # group (memory unknown, never zero): the memory arrives on a later tick
+        for _ in range(20):
+            if snap.by_uuid()[dom.UUIDString()].mem_used_kib is not None:
+                break
+            await asyncio.sleep(0.3)
+            collector.force_tick()
+            snap = await collector.tick()
     finally:
         await source.close()
     found = snap.by_uuid()[dom.UUIDString()]
