@@ -14,8 +14,9 @@ from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
 from virtwatch.storage import migrate
 from virtwatch.storage.engine import db_url
-from virtwatch.storage.recorder import SampleRecorder, rows_from_snapshot
+from virtwatch.storage.rows import rows_from_snapshot
 from virtwatch.storage.store import SampleRow, Store
+from virtwatch.storage.writer import StoreWriter
 
 
 async def test_open_creates_the_schema_at_head(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ async def test_recorder_writes_what_the_hub_carries_and_flushes_on_cancel(
 ) -> None:
     hub = Hub()
     async with Store(store_url) as store:
-        recorder = SampleRecorder(store, hub, maintenance=False)  # canned times are old
+        recorder = StoreWriter(store, hub, maintenance=False)  # canned times are old
         task = asyncio.create_task(recorder.run())
         hub.publish(fleet_snapshot(tick=1))
         await asyncio.sleep(0.2)

@@ -135,9 +135,9 @@ class DashboardScreen(Screen[None]):
         pane = self.query_one("#machines-pane", Pane)
         filt = f" · /{self.machines.filter_text}" if self.machines.filter_text else ""
         marks = f" · {len(self.machines.marked)} marked" if self.machines.marked else ""
-        pane.set_subtitle(
-            f"{shown} of {total}{filt}{marks}" if shown != total else f"{total} VMs{marks}"
-        )
+        # an active filter is always named, even when it hides nothing
+        filtered = shown != total or bool(filt)
+        pane.set_subtitle(f"{shown} of {total}{filt}{marks}" if filtered else f"{total} VMs{marks}")
 
     def show_connection(self, conn: HostConnection) -> None:
         self.query_one(HostHeaders).show_connection(conn)
