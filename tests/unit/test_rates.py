@@ -107,6 +107,9 @@ def test_busy_percent_of_host_cpu_times() -> None:
     assert busy_percent(None, (15.0, 110.0)) is None
     assert busy_percent((10.0, 100.0), (10.0, 100.0)) is None  # no time passed
     assert busy_percent((10.0, 100.0), (5.0, 50.0)) is None  # host rebooted: counters reset
+    # an idle host whose summed busy fields went back by float rounding: 0 %, not unknown
+    assert busy_percent((10.000000000001, 100.0), (10.0, 100.4)) == 0.0
+    assert busy_percent((10.0, 100.0), (5.0, 110.0)) is None  # busy really went backwards
 
 
 @given(

@@ -63,17 +63,23 @@ def cpu_percent(
     return min(100.0, max(0.0, pct))
 
 
+_BUSY_JITTER = 0.02
+"""How far (as a share of the elapsed total) busy time may go back and still read as 0 %."""
+
+
 def busy_percent(prev: tuple[float, float] | None, cur: tuple[float, float]) -> float | None:
     """Share of time busy between two cumulative (busy, total) readings, in [0, 100].
 
     For host CPU times (psutil's seconds or libvirt's nanoseconds alike). None when
-    the total did not advance or went backwards (counters reset by a host reboot).
+    the total did not advance or went backwards (counters reset by a host reboot). A busy
+    share that went back by a hair (float rounding of summed fields, or the kernel's idle
+    accounting jitter on an idle host) is 0 %, not unknown.
     """
     if prev is None:
         return None
     d_total = cur[1] - prev[1]
     d_busy = cur[0] - prev[0]
-    if d_total <= 0 or d_busy < 0:
+    if d_total <= 0 or d_busy < -_BUSY_JITTER * d_total:
         return None
     return min(100.0, max(0.0, 100.0 * d_busy / d_total))
 
