@@ -214,8 +214,7 @@ def filled_history(*, points: int = 150, step_s: float = 2.0) -> MetricHistory:
     for i in range(points):
         t = NOW - (points - 1 - i) * step_s
         doms = tuple(
-            dataclasses.replace(
-                d,
+            d._replace(
                 cpu_pct=None
                 if d.cpu_pct is None
                 else min(100.0, _wave(i + k * 7, d.cpu_pct, 15.0, 40 + k)),
@@ -449,8 +448,7 @@ def with_io(
     at = d.measured_at - slow_age_s
     rd, wr = disk_bps
     rx, tx = net_bps
-    return dataclasses.replace(
-        d,
+    return d._replace(
         vcpu_delay_pct=steal_pct,
         mem_current_kib=d.mem_alloc_kib,
         mem_measured_at=at,

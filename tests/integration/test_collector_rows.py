@@ -25,8 +25,7 @@ def test_slow_values_are_stored_on_the_tick_that_measured_them() -> None:
     io = with_io(web["web-01"])
     assert io.disk is not None
     assert io.net is not None
-    fresh = dataclasses.replace(
-        io,
+    fresh = io._replace(
         mem_measured_at=NOW,
         disk=dataclasses.replace(io.disk, measured_at=NOW),
         net=dataclasses.replace(io.net, measured_at=NOW),

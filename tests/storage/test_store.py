@@ -91,7 +91,7 @@ def test_values_that_are_not_finite_are_not_stored() -> None:
     from dataclasses import replace
 
     snap = fleet_snapshot()
-    broken = replace(snap.domains[0], cpu_pct=float("nan"), mem_used_kib=None)
+    broken = snap.domains[0]._replace(cpu_pct=float("nan"), mem_used_kib=None)
     rows = rows_from_snapshot(replace(snap, domains=(broken,), host_sample=None))
     assert {r.metric for r in rows} == {"mem_alloc_kib"}
 

@@ -99,7 +99,7 @@ async def test_updates_touch_only_changed_cells(make_app: AppFactory) -> None:
         await settle(pilot)
         table = app.dashboard.machines
         target = next(d for d in snap.domains if d.name == "cache-01")
-        changed = dataclasses.replace(target, mem_used_kib=1024 * 1024)
+        changed = target._replace(mem_used_kib=1024 * 1024)
         doms = tuple(changed if d is target else d for d in snap.domains)
         stats = table.apply(dataclasses.replace(snap, domains=doms, tick=2))
         assert (stats.added, stats.removed, stats.cells_updated) == (0, 0, 1)
@@ -198,10 +198,7 @@ async def test_cursor_stays_on_its_vm_when_the_order_changes(make_app: AppFactor
         table = app.dashboard.machines
         table.sort_by("cpu", reverse=True)
         await select(pilot, table, "cache-01")
-        doms = tuple(
-            dataclasses.replace(d, cpu_pct=99.9) if d.name == "cache-01" else d
-            for d in snap.domains
-        )
+        doms = tuple(d._replace(cpu_pct=99.9) if d.name == "cache-01" else d for d in snap.domains)
         table.apply(dataclasses.replace(snap, domains=doms, tick=2))
         await settle(pilot)
         assert names_in_order(table)[0] == "cache-01"
@@ -794,7 +791,7 @@ def test_changed_domain_changes_its_cells() -> None:
     from virtwatch.tui.rows import row_cells
 
     d = domain("a", cpu=10.0)
-    assert row_cells(HOST, d, NOW) != row_cells(HOST, dataclasses.replace(d, cpu_pct=11.0), NOW)
+    assert row_cells(HOST, d, NOW) != row_cells(HOST, d._replace(cpu_pct=11.0), NOW)
 
 
 def test_frozen_clock_is_the_canned_now() -> None:
@@ -817,7 +814,7 @@ async def test_detail_graphs_follow_new_snapshots(make_app: AppFactory) -> None:
         for i in range(1, 4):
             now[0] = NOW + 2 * i
             snap = fleet_snapshot(taken_at=now[0], tick=i + 1)
-            doms = tuple(dataclasses.replace(d, measured_at=now[0]) for d in snap.domains)
+            doms = tuple(d._replace(measured_at=now[0]) for d in snap.domains)
             hub.publish(dataclasses.replace(snap, domains=doms))
             await pilot.pause(0.1)
             await settle(pilot)

@@ -164,8 +164,7 @@ def test_store_readings() -> None:
 
 def test_vm_staleness_from_each_running_vms_oldest_value() -> None:
     fresh = domain("a", uuid="u-a")
-    slow_disk = dataclasses.replace(
-        domain("b", uuid="u-b"),
+    slow_disk = domain("b", uuid="u-b")._replace(
         disk=DiskIo((), None, None, None, None, None, None, None, None, None, None, NOW - 400),
     )
     off = domain("c", state=5, reason=1, uuid="u-c")
@@ -186,8 +185,8 @@ def test_a_stale_host_is_one_reading_not_one_per_vm() -> None:
 
 
 def test_vm_steal_of_running_vms_with_a_rate() -> None:
-    busy = dataclasses.replace(domain("a"), vcpu_delay_pct=12.0)
-    paused = dataclasses.replace(domain("b", state=3, reason=1), vcpu_delay_pct=50.0)
+    busy = domain("a")._replace(vcpu_delay_pct=12.0)
+    paused = domain("b", state=3, reason=1)._replace(vcpu_delay_pct=50.0)
     snap = dataclasses.replace(fleet_snapshot(), domains=(busy, paused, domain("c")))
     (r,) = vm_steal_readings(snap)
     assert (r.subject, r.value, r.vm) == ("a", 12.0, "a")

@@ -91,7 +91,7 @@ def test_covers_says_when_the_rings_reach_back_far_enough() -> None:
     snap = fleet_snapshot()
     for i in range(10):
         h.record(dataclasses.replace(snap, taken_at=NOW + 2 * i, domains=tuple(
-            dataclasses.replace(d, measured_at=NOW + 2 * i) for d in snap.domains
+            d._replace(measured_at=NOW + 2 * i) for d in snap.domains
         )))  # fmt: skip
     uuid = snap.domains[0].uuid
     assert h.covers(snap.host, uuid, "mem_alloc_kib", NOW)

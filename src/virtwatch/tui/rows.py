@@ -5,7 +5,6 @@ A row's cells are plain strings, so "did anything change" is one tuple compariso
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from virtwatch.tui.format import (
 SPARK_WIDTH = 8
 
 # I/O measurements the collector may provide (issue #4); a column shows once they exist
-_FIELDS = {f.name for f in dataclasses.fields(DomainSample)}
+_FIELDS = set(DomainSample._fields)
 HAS_DISK = "disk" in _FIELDS
 HAS_NET = "net" in _FIELDS
 
