@@ -151,8 +151,10 @@ def test_an_injected_spike_is_found_at_the_minute_it_began(
 ) -> None:
     high = max(history) * (1 + POLICY.margin) + POLICY.floor + extra  # above any baseline
     low = min(history)
-    rows = series_of([*history, *([high] * held), low])
-    start = T0 + len(history) * MINUTE_S
+    # one ordinary minute first: the history's own last minutes may already be a run above
+    # their baseline (24 zeros then a 6), and that run would rightly start the spike earlier
+    rows = series_of([*history, low, *([high] * held), low])
+    start = T0 + (len(history) + 1) * MINUTE_S
     edges = detect_spikes(rows, POLICY)
     starts = [e for e in edges if e.phase is Phase.START and e.start == start]
     ends = [e for e in edges if e.phase is Phase.END and e.start == start]
