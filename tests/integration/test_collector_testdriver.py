@@ -22,6 +22,7 @@ from virtwatch.core.collector import Collector, CollectorSettings
 from virtwatch.core.connection import SingleConnection
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import ErrorCode
+from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub
 from virtwatch.core.model import DomainState, Snapshot
 from virtwatch.core.reports import ErrorReport
@@ -269,7 +270,9 @@ async def test_a_destroyed_domain_leaves_the_snapshot(make_fleet: FleetFactory) 
     assert [d.name for d in snap.domains] == ["vm-0000", "vm-0001", "vm-0003"]
 
 
-async def test_a_renamed_domain_is_renamed_and_resorted(make_fleet: FleetFactory) -> None:
+async def test_a_renamed_domain_is_renamed_and_resorted_on_the_tick_its_event_forces(
+    make_fleet: FleetFactory,
+) -> None:
     source = SingleConnection(make_fleet(3, states=(5,)))
     try:
         collector = Collector(source, lambda _x: None)
@@ -277,8 +280,64 @@ async def test_a_renamed_domain_is_renamed_and_resorted(make_fleet: FleetFactory
         async with source.connection() as conn:
             dom = conn.lookupByName("vm-0000")
             await asyncio.to_thread(dom.rename, "zz-last", 0)
+        collector.force_tick()  # what the runtime does on the rename's lifecycle event
         snap = await collector.tick()
     finally:
+        await source.close()
+    assert [d.name for d in snap.domains] == ["vm-0001", "vm-0002", "zz-last"]
+
+
+async def test_without_its_event_a_rename_shows_on_the_next_slow_tick(
+    make_fleet: FleetFactory,
+) -> None:
+    """A shut-off domain's record does not change when it is renamed: steady ticks reuse
+    its sample (one UUID call, no name or ID round), the slow cadence re-reads names."""
+    source = SingleConnection(make_fleet(3, states=(5,)))
+    settings = CollectorSettings(interval_s=1.0, slow_interval_s=1.0)
+    try:
+        collector = Collector(source, lambda _x: None, settings=settings)
+        await collector.tick()  # slow: reads every name
+        async with source.connection() as conn:
+            dom = conn.lookupByName("vm-0000")
+            await asyncio.to_thread(dom.rename, "zz-last", 0)
+        steady = await collector.tick()  # within the slow interval: the name it knew
+        await asyncio.sleep(0.6)  # past slow_interval_s - interval_s / 2
+        slow = await collector.tick()
+    finally:
+        await source.close()
+    assert [d.name for d in steady.domains] == ["vm-0000", "vm-0001", "vm-0002"]
+    assert [d.name for d in slow.domains] == ["vm-0001", "vm-0002", "zz-last"]
+
+
+async def test_a_rename_reaches_the_screen_through_its_lifecycle_event(
+    make_fleet: FleetFactory,
+) -> None:
+    """The runtime's wiring: DomainEventStream -> force_tick -> a full tick, long before
+    the next scheduled or slow one."""
+    source = SingleConnection(make_fleet(3, states=(5,)))
+    hub = Hub()
+    snaps = hub.subscribe(Snapshot)
+    settings = CollectorSettings(interval_s=3600.0, slow_interval_s=7200.0)
+    collector = Collector(source, hub.publish, host="lab", settings=settings)
+    run = asyncio.create_task(collector.run())
+    try:
+        async with asyncio.timeout(10):
+            await snaps.get()
+        async with DomainEventStream(
+            source, hub.publish, host="lab", on_event=lambda _e: collector.force_tick()
+        ):
+            async with source.connection() as conn:
+                dom = conn.lookupByName("vm-0000")
+                await asyncio.to_thread(dom.rename, "zz-last", 0)
+            async with asyncio.timeout(10):  # an hour before the next scheduled tick
+                while True:
+                    snap = await snaps.get()
+                    if "zz-last" in {d.name for d in snap.domains}:
+                        break
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
         await source.close()
     assert [d.name for d in snap.domains] == ["vm-0001", "vm-0002", "zz-last"]
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import operator
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -202,10 +203,22 @@ class _HostState:
     doms: dict[str, _Dom] = field(default_factory=dict)
     uuids: dict[bytes, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # uuids in the order libvirt returned them
-    perm: list[int] = field(default_factory=list)  # that order -> sorted by (name, uuid)
+    # that order -> sorted by (name, uuid), as a function of the list of samples
+    sort: Callable[[list[DomainSample]], tuple[DomainSample, ...]] = lambda _s: ()
     last_slow: float | None = None  # monotonic time of the last tick with the slow groups
     relearn: bool = False  # set by the loop after a failure: re-read facts and capabilities
     ticks: int = 0
+
+
+def _permutation(perm: list[int]) -> Callable[[list[DomainSample]], tuple[DomainSample, ...]]:
+    """A function picking items in `perm`'s order into a tuple (itemgetter: no Python loop)."""
+    if len(perm) == 1:
+        only = perm[0]
+        return lambda items: (items[only],)
+    if not perm:
+        return lambda _items: ()
+    pick: Callable[[list[DomainSample]], tuple[DomainSample, ...]] = operator.itemgetter(*perm)
+    return pick
 
 
 def _domain_started_at(name: str) -> float | None:
@@ -260,6 +273,7 @@ class Collector:
         self._state = _HostState()
         self._decoded: dict[tuple[int, int], tuple[DomainState, str]] = {}
         self._force = asyncio.Event()
+        self._reidentify = False  # a lifecycle event arrived: re-read every name and ID
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._failed_since: float | None = None
         self.last: Snapshot | None = None
@@ -274,7 +288,9 @@ class Collector:
         return self.settings.tick_timeout_s
 
     def force_tick(self) -> None:
-        """Wake the loop now (a lifecycle event arrived)."""
+        """Wake the loop now (a lifecycle event arrived); that tick re-reads every domain's
+        name and ID, whatever its record says."""
+        self._reidentify = True
         self._force.set()
 
     # --- async shell ---------------------------------------------------------------------
@@ -343,7 +359,9 @@ class Collector:
     async def _tick(self, executor: Executor | None) -> Snapshot:
         task = self._inflight
         if task is None or task.done():
-            task = asyncio.ensure_future(self._collect_async(executor, self._want_slow()))
+            slow = self._want_slow()
+            full, self._reidentify = slow or self._reidentify, False
+            task = asyncio.ensure_future(self._collect_async(executor, slow, full))
             task.add_done_callback(_retrieve)
             self._inflight = task
         snap = await asyncio.shield(task)  # a timed-out tick leaves the call running, once
@@ -359,13 +377,13 @@ class Collector:
         # half an interval of slack, so a 10 s cadence at 2 s ticks is every 5th tick
         return time.monotonic() - last >= self.slow_interval_s - self.interval_s / 2
 
-    async def _collect_async(self, executor: Executor | None, slow: bool) -> Snapshot:
+    async def _collect_async(self, executor: Executor | None, slow: bool, full: bool) -> Snapshot:
         t0 = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
             # the libvirtError must cross the `async with`: the source drops dead connections
             async with self._source.connection() as conn:
-                return await loop.run_in_executor(executor, self._collect, conn, slow, t0)
+                return await loop.run_in_executor(executor, self._collect, conn, slow, full, t0)
         except libvirt.libvirtError as err:
             raise from_libvirt(err, uri=self._source.uri, what="collecting stats") from err
 
@@ -433,7 +451,7 @@ class Collector:
                 else:
                     raise
 
-    def _collect(self, conn: libvirt.virConnect, slow: bool, t0: float) -> Snapshot:
+    def _collect(self, conn: libvirt.virConnect, slow: bool, full: bool, t0: float) -> Snapshot:
         st = self._state
         if st.relearn:
             st.facts, st.caps, st.relearn = None, _Caps(), False
@@ -445,7 +463,7 @@ class Collector:
             groups |= self.settings.slow_groups
         records, calls, asked = self._bulk(conn, groups)
         mono, wall = time.monotonic(), time.time()
-        domains = self._domains(records, mono, wall, facts.cpus)
+        domains = self._domains(records, mono, wall, facts.cpus, full)
         host_sample = self._host_sample(conn)
         if slow:
             st.last_slow = t0
@@ -474,8 +492,13 @@ class Collector:
             return None
 
     def _domains(
-        self, records: BulkStats, mono: float, wall: float, host_cpus: int
+        self, records: BulkStats, mono: float, wall: float, host_cpus: int, full: bool
     ) -> tuple[DomainSample, ...]:
+        """Samples in (name, uuid) order. A domain whose record repeats the last one's and
+        holds no counters (inactive, or a host that gives only the state) is the same run
+        under the same name: it costs its UUID and one tuple. Names and IDs are re-read
+        for every domain on a `full` tick (the slow cadence, and after a lifecycle event),
+        so a rename (only possible while shut off) shows within one slow interval."""
         st = self._state
         before = st.doms
         seen: dict[str, _Dom] = {}
@@ -484,14 +507,23 @@ class Collector:
         renamed = False
         uuids = st.uuids
         inactive = _INACTIVE_STATES
+        keep, add, new, cls = order.append, samples.append, tuple.__new__, DomainSample
         for dom, rec in records:
             raw = dom.UUID()
             uuid = uuids.get(raw)
             if uuid is None:
                 uuid = uuids[raw] = str(uuidlib.UUID(bytes=raw))
+            m = before.get(uuid)
+            if not full and m is not None:
+                same = m.reuse
+                if same is not None and m.rec == rec:  # the hot path: domain_sample_of inlined
+                    same[_MEASURED_AT] = wall
+                    seen[uuid] = m
+                    keep(uuid)
+                    add(new(cls, same))
+                    continue
             name = dom.name()
             domain_id = -1 if rec.get("state.state", 0) in inactive else dom.ID()
-            m = before.get(uuid)
             if m is None or m.domain_id != domain_id:
                 # new, started, stopped or restarted: counters of another QEMU run mean nothing
                 m = _Dom(name, domain_id, config=m.config if m is not None else None)
@@ -511,9 +543,10 @@ class Collector:
         if len(uuids) > 2 * len(seen) + 64:
             st.uuids = {k: v for k, v in uuids.items() if v in seen}
         if renamed or order != st.order:
-            st.perm = sorted(range(len(samples)), key=lambda i: (samples[i].name, samples[i].uuid))
+            perm = sorted(range(len(samples)), key=lambda i: (samples[i].name, samples[i].uuid))
+            st.sort = _permutation(perm)
             st.order = order
-        return tuple(samples[i] for i in st.perm)
+        return st.sort(samples)
 
     def _decode(self, state: int, reason: int) -> tuple[DomainState, str]:
         key = (state, reason)
