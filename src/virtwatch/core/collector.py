@@ -169,6 +169,7 @@ class _Mem:
 class _Dom:
     """One domain's counters and carried slow-group values, for one run of its QEMU process."""
 
+    uuid: str
     name: str
     domain_id: int
     rec: dict[str, Any] | None = None
@@ -200,9 +201,9 @@ class _Caps:
 class _HostState:
     facts: HostFacts | None = None
     caps: _Caps = field(default_factory=_Caps)
-    doms: dict[str, _Dom] = field(default_factory=dict)
-    uuids: dict[bytes, str] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # uuids in the order libvirt returned them
+    # by raw UUID (what virDomainGetUUID gives), in the order libvirt returned them
+    doms: dict[bytes, _Dom] = field(default_factory=dict)
+    order: list[bytes] = field(default_factory=list)
     # that order -> sorted by (name, uuid), as a function of the list of samples
     sort: Callable[[list[DomainSample]], tuple[DomainSample, ...]] = lambda _s: ()
     last_slow: float | None = None  # monotonic time of the last tick with the slow groups
@@ -501,32 +502,27 @@ class Collector:
         so a rename (only possible while shut off) shows within one slow interval."""
         st = self._state
         before = st.doms
-        seen: dict[str, _Dom] = {}
+        seen: dict[bytes, _Dom] = {}
         samples: list[DomainSample] = []
-        order: list[str] = []
         renamed = False
-        uuids = st.uuids
         inactive = _INACTIVE_STATES
-        keep, add, new, cls = order.append, samples.append, tuple.__new__, DomainSample
+        add, new, cls = samples.append, tuple.__new__, DomainSample
         for dom, rec in records:
             raw = dom.UUID()
-            uuid = uuids.get(raw)
-            if uuid is None:
-                uuid = uuids[raw] = str(uuidlib.UUID(bytes=raw))
-            m = before.get(uuid)
+            m = before.get(raw)
             if not full and m is not None:
                 same = m.reuse
                 if same is not None and m.rec == rec:  # the hot path: domain_sample_of inlined
                     same[_MEASURED_AT] = wall
-                    seen[uuid] = m
-                    keep(uuid)
+                    seen[raw] = m
                     add(new(cls, same))
                     continue
+            uuid = m.uuid if m is not None else str(uuidlib.UUID(bytes=raw))
             name = dom.name()
             domain_id = -1 if rec.get("state.state", 0) in inactive else dom.ID()
             if m is None or m.domain_id != domain_id:
                 # new, started, stopped or restarted: counters of another QEMU run mean nothing
-                m = _Dom(name, domain_id, config=m.config if m is not None else None)
+                m = _Dom(uuid, name, domain_id, config=m.config if m is not None else None)
             elif m.name != name:
                 m.name, m.reuse, renamed = name, None, True
             values = m.reuse
@@ -536,12 +532,10 @@ class Collector:
             else:
                 sample = self._sample(dom, rec, m, uuid, name, mono, wall, host_cpus)
                 m.rec = rec
-            seen[uuid] = m
-            order.append(uuid)
-            samples.append(sample)
+            seen[raw] = m
+            add(sample)
         st.doms = seen
-        if len(uuids) > 2 * len(seen) + 64:
-            st.uuids = {k: v for k, v in uuids.items() if v in seen}
+        order = list(seen)
         if renamed or order != st.order:
             perm = sorted(range(len(samples)), key=lambda i: (samples[i].name, samples[i].uuid))
             st.sort = _permutation(perm)
