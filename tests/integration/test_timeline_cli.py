@@ -99,7 +99,11 @@ def test_export_writes_a_private_file_without_secrets(
     text = out.read_text()
     assert "hunter2" not in text
     doc = json.loads(text)
-    assert (doc["schema"], doc["schema_version"]) == ("virtwatch.export", 1)
+    assert (doc["schema"], doc["schema_version"]) == ("virtwatch.export", 2)
+    cpu = next(
+        s for s in doc["metrics"]["series"] if (s["vm_name"], s["metric"]) == ("web-01", "cpu_pct")
+    )
+    assert (cpu["step"], cpu["n"], len(cpu["avg"]), cpu["max"][60]) == (60, 90, 90, 95.0)
     assert doc["generated_by"].startswith("virtwatch ")
     assert out.stat().st_mode & 0o777 == 0o600
 

@@ -35,7 +35,7 @@ from virtwatch.storage import rollup
 from virtwatch.storage.export import (
     EXPORT_SCHEMA,
     EXPORT_SCHEMA_VERSION,
-    METRIC_COLUMNS,
+    METRIC_ARRAYS,
     build_export,
     default_export_name,
     dump_export,
@@ -44,7 +44,8 @@ from virtwatch.storage.export import (
     summarize,
     write_export,
 )
-from virtwatch.storage.models import DomainEventRow, HostConnectionRow, MetricMinute
+from virtwatch.storage.minutes import rounded
+from virtwatch.storage.models import DomainEventRow, HostConnectionRow, Metric, MetricMinute
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline import StoreRollupReader, TimelineQueries
@@ -422,29 +423,60 @@ async def test_the_export_document_and_its_schema(scenario: Scenario) -> None:
     out = io.StringIO()
     dump_export(doc, out)
     assert out.getvalue().endswith("}\n")
-    on_disk = json.loads(out.getvalue())  # the series as the database wrote them, spliced in
+    on_disk = json.loads(out.getvalue())  # the arrays as the database wrote them, spliced in
     assert on_disk == parse_export(doc)
     assert {k: v for k, v in on_disk.items() if k != "metrics"} == {
         k: v for k, v in doc.items() if k != "metrics"
     }
     metrics = on_disk["metrics"]
-    assert metrics["resolution"] == "minute"
-    assert metrics["columns"] == list(METRIC_COLUMNS)
-    names = {(s["vm_name"], s["metric"]) for s in metrics["series"]}
-    assert names == {
+    assert (metrics["resolution"], metrics["step"]) == ("minute", 60)
+    assert metrics["arrays"] == list(METRIC_ARRAYS) == ["count", "avg", "min", "max", "p95"]
+    names = [(s["vm_name"], s["metric"]) for s in metrics["series"]]
+    assert names == [  # the host's own first, then VMs by name
+        (None, "host.cpu_pct"),
+        ("db-01", "cpu_pct"),
         ("web-01", "cpu_pct"),
         ("web-01", "mem_alloc_kib"),
-        ("db-01", "cpu_pct"),
-        (None, "host.cpu_pct"),
-    }
-    web = next(
-        s for s in metrics["series"] if s["vm_name"] == "web-01" and s["metric"] == "cpu_pct"
-    )
-    assert len(web["points"]) == 90
-    ts, count, total, lo, hi, p95 = web["points"][60]
-    assert (ts, count, total, lo, hi, p95) == (T0 + 60 * MIN, 6, 570.0, 95.0, 95.0, 95.0)
-    assert [p[0] for p in web["points"]] == [T0 + m * MIN for m in range(90)]  # in time order
+    ]
+    web = metrics["series"][2]
+    assert (web["host"], web["vm_uuid"]) == (HOST, WEB)
+    assert (web["start"], web["step"], web["n"]) == (T0, 60, 90)  # no minute missing: no ts
+    assert "ts" not in web
+    assert {len(web[a]) for a in METRIC_ARRAYS} == {90}
+    at = 60  # the spike's first minute, 6 samples of 95 %
+    assert [web[a][at] for a in METRIC_ARRAYS] == [6, 95.0, 95.0, 95.0, 95.0]
+    assert [web[a][59] for a in METRIC_ARRAYS] == [6, 11.0, 10.0, 12.0, 12.0]
     assert summarize(doc)[1] == "4 metric series (360 minutes) of 1 host(s)"
+
+
+async def test_the_export_arrays_line_up_with_the_stored_minutes(scenario: Scenario) -> None:
+    doc = parse_export(await build_export(scenario.store, Window(T0, T0 + 2 * 3600)))
+    series = {(s["vm_uuid"], s["metric"]): s for s in doc["metrics"]["series"]}
+    async with scenario.store.reader.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    Metric.vm_uuid,
+                    Metric.name,
+                    MetricMinute.ts_ms,
+                    MetricMinute.count,
+                    MetricMinute.sum,
+                    MetricMinute.min,
+                    MetricMinute.max,
+                    MetricMinute.p95,
+                )
+                .join(Metric, Metric.id == MetricMinute.metric_id)
+                .order_by(MetricMinute.metric_id, MetricMinute.ts_ms)
+            )
+        ).all()
+    assert {(u or None, m) for u, m, *_ in rows} == {
+        (s["vm_uuid"], s["metric"]) for s in series.values()
+    }
+    for uuid, metric, ts_ms, count, total, lo, hi, p95 in rows:
+        s = series[(uuid or None, metric)]
+        i = (ts_ms // 1000 - s["start"]) // s["step"]
+        stored = [count, rounded(total / count), rounded(lo), rounded(hi), rounded(p95)]
+        assert [s[a][i] for a in METRIC_ARRAYS] == stored, (metric, ts_ms)
 
 
 async def test_secrets_never_reach_the_export(scenario: Scenario, tmp_path: Path) -> None:
@@ -486,12 +518,57 @@ async def test_a_vm_export_holds_that_vm_and_its_host(scenario: Scenario) -> Non
 
 
 async def test_a_quiet_vm_still_gets_its_metrics(scenario: Scenario) -> None:
-    doc = await build_export(
-        scenario.store, Window(T0, T0 + 30 * MIN), TimelineFilter(vms=frozenset({"db-01"}))
+    # nothing happened to db-01 in the first half hour: its minutes are context all the same
+    quiet = Window(T0, T0 + 30 * MIN)
+    for flt in (TimelineFilter(vms=frozenset({"db-01"})), None):
+        doc = await build_export(scenario.store, quiet, flt)
+        assert "db-01" not in {e["vm_name"] for e in doc["timeline"]}
+        series = {(s["vm_name"], s["metric"]): s for s in parse_export(doc)["metrics"]["series"]}
+        assert series[("db-01", "cpu_pct")]["n"] == 30
+        (host,) = doc["hosts"]
+        assert {"uuid": DB, "name": "db-01"} in host["vms"]
+    assert set(series) == {
+        (None, "host.cpu_pct"),
+        ("db-01", "cpu_pct"),
+        ("web-01", "cpu_pct"),
+        ("web-01", "mem_alloc_kib"),
+    }
+
+
+async def test_a_host_export_holds_that_host_only(scenario: Scenario) -> None:
+    window = Window(T0, T0 + 2 * 3600)
+    elsewhere = await build_export(scenario.store, window, TimelineFilter(hosts=frozenset({"hv9"})))
+    assert elsewhere["metrics"]["series"] == []
+    assert elsewhere["timeline"] == []
+    here = await build_export(scenario.store, window, TimelineFilter(hosts=frozenset({HOST})))
+    assert len(here["metrics"]["series"]) == 4
+
+
+async def test_minutes_missing_from_a_series_are_listed(scenario: Scenario) -> None:
+    async with scenario.store.engine.begin() as conn:
+        mid = (
+            await conn.execute(
+                select(Metric.id).where(Metric.vm_uuid == DB, Metric.name == "cpu_pct")
+            )
+        ).scalar_one()
+        await conn.execute(
+            delete(MetricMinute).where(
+                MetricMinute.metric_id == mid,
+                MetricMinute.ts_ms >= (T0 + 10 * MIN) * 1000,
+                MetricMinute.ts_ms < (T0 + 20 * MIN) * 1000,
+            )
+        )
+    doc = parse_export(await build_export(scenario.store, Window(T0, T0 + 2 * 3600)))
+    db, web = (
+        next(s for s in doc["metrics"]["series"] if (s["vm_name"], s["metric"]) == (vm, "cpu_pct"))
+        for vm in ("db-01", "web-01")
     )
-    assert doc["timeline"] == []
-    series = {(s["vm_name"], s["metric"]) for s in doc["metrics"]["series"]}
-    assert ("db-01", "cpu_pct") in series
+    assert "ts" not in web
+    minutes = [m for m in range(90) if not 10 <= m < 20]
+    assert db["n"] == len(db["ts"]) == len(db["avg"]) == 80
+    assert db["ts"] == [T0 + m * MIN for m in minutes]
+    assert db["start"] == T0
+    assert set(db["avg"]) == {20.0}
 
 
 def test_default_export_name() -> None:

@@ -254,6 +254,11 @@ async def test_a_recorded_incident_reads_back_as_one_timeline(
     assert host["vms"] == [{"uuid": uuid, "name": name}]
     (series,) = parse_export(doc)["metrics"]["series"]
     assert (series["vm_uuid"], series["metric"]) == (uuid, "cpu_pct")
-    assert len(series["points"]) == 180  # every injected minute
-    burst = [p for p in series["points"] if p[4] == 90.0]
-    assert [p[0] - start for p in burst] == [m * MIN for m in range(130, 135)]
+    # every injected minute, none missing: the minute starts are start + i * step
+    assert (series["start"], series["step"], series["n"]) == (start, 60, 180)
+    assert "ts" not in series
+    assert all(len(series[a]) == 180 for a in ("count", "avg", "min", "max", "p95"))
+    burst = [i for i, peak in enumerate(series["max"]) if peak == 90.0]
+    assert burst == list(range(130, 135))
+    assert series["avg"][:3] == [5.0, 5.0, 5.0]  # 4, 5, 6 % every 10 s
+    assert series["count"][130] == 6

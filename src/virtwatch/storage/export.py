@@ -1,20 +1,22 @@
 """The incident export: one JSON document holding a window of the store, for a ticket.
 
-Schema `virtwatch.export`, version `EXPORT_SCHEMA_VERSION` (README, "Timeline and
-export"): within a version keys are only ever added. Every string is redacted of
-credentials (URIs with passwords, keyfile=...) and values under secret-looking keys
-are masked, whatever wrote them into the store.
+Schema `virtwatch.export`, version `EXPORT_SCHEMA_VERSION` (README, "The export"):
+within a version keys are only ever added. Metrics are columns (storage/minutes.py):
+one object per series, minute starts encoded once, one array per aggregate. Every
+string is redacted of credentials (URIs with passwords, keyfile=...) and values under
+secret-looking keys are masked, whatever wrote them into the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,84 +34,118 @@ from virtwatch.core.timeline import (
     iso_utc,
 )
 from virtwatch.core.uri import MASK, redact_text, redact_uri
+from virtwatch.storage.minutes import ARRAYS, STEP_S, ColumnsJob, MinuteColumns, catalogue
 from virtwatch.storage.models import (
     Audit,
     ErrorLog,
     HealthAlertRow,
     HealthResultRow,
     HostConnectionRow,
-    Metric,
 )
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline import TimelineQueries, TimelineResult
 
 EXPORT_SCHEMA = "virtwatch.export"
-EXPORT_SCHEMA_VERSION = 1
-METRIC_COLUMNS = ("ts", "count", "sum", "min", "max", "p95")
+EXPORT_SCHEMA_VERSION = 2  # 2: metrics as columns (1: one [ts, count, sum, ...] per minute)
+METRIC_ARRAYS = ARRAYS
 MAX_RECORDS = 200_000  # per section; beyond it the document says `truncated`
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|keyfile|pkipath", re.I)
+_SCALARS = (int, float, bool)
+_NUMBERS = frozenset({int, float, bool, type(None)})
+_TEXTS = frozenset({str, type(None)})
 
 
 class RawJson(str):
-    """JSON text the database wrote (a series' minute rows); spliced into the document
-    verbatim by `export_json`. `rows` is how many points it holds."""
-
-    rows: int
-
-    def __new__(cls, text: str, rows: int) -> RawJson:
-        obj = super().__new__(cls, text)
-        obj.rows = rows
-        return obj
+    """JSON text the database wrote (a series' array of numbers): spliced into the
+    document verbatim when it is written, never redacted (it holds no strings)."""
 
 
-_SCALARS = (int, float, bool)
+class Redacted(list[dict[str, Any]]):
+    """Rows every value of which `Redactor.rows` has already redacted."""
+
+
+class Redactor:
+    """Redaction with memory: each distinct string and key is redacted once (a day of
+    health results repeats the same few hundred). Strings go through the URI redaction;
+    values under secret-looking keys are masked."""
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, bool]] = {}
+
+    def text(self, v: str) -> str:
+        out = self._texts.get(v)
+        if out is None:
+            out = self._texts[v] = redact_text(v)
+        return out
+
+    def key(self, k: object) -> tuple[str, bool]:
+        """A key -> (its redacted text, whether its value is a secret)."""
+        name = k if type(k) is str else str(k)
+        out = self._keys.get(name)
+        if out is None:
+            red = self.text(name)
+            out = self._keys[name] = (red, bool(_SECRET_KEY.search(red)))
+        return out
+
+    def value(self, v: Any) -> Any:
+        """A redacted copy of any JSON-able value (RawJson and Redacted pass untouched)."""
+        if isinstance(v, (RawJson, Redacted)):
+            return v
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, Mapping):
+            return self._mapping(v.items())
+        if isinstance(v, (list, tuple)):
+            return [self.value(item) for item in v]
+        return v
+
+    def _mapping(self, items: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, item in items:
+            name, secret = self.key(k)
+            kind = type(item)
+            if item is None:
+                out[name] = None
+            elif secret:
+                out[name] = MASK
+            elif kind is str:
+                out[name] = self.text(item)
+            elif kind in _SCALARS:
+                out[name] = item
+            else:
+                out[name] = self.value(item)
+        return out
+
+    def rows(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Redacted:
+        """Tuples of `names`' values -> redacted row dicts (a column at a time: a column
+        of numbers passes as it is, a column of strings is mapped through the cache)."""
+        keys = [self.key(n) for n in names]
+        table = list(rows)
+        if not table:
+            return Redacted()
+        columns: list[Sequence[Any]] = []
+        for (_name, secret), col in zip(keys, zip(*table, strict=True), strict=True):
+            kinds = set(map(type, col))
+            if secret:
+                columns.append([None if v is None else MASK for v in col])
+            elif kinds <= _NUMBERS:
+                columns.append(col)
+            elif kinds <= _TEXTS:
+                texts, text = self._texts, self.text
+                columns.append([v if v is None else texts.get(v) or text(v) for v in col])
+            else:
+                columns.append([self.value(v) for v in col])
+        names_out = [name for name, _ in keys]
+        return Redacted(
+            dict(zip(names_out, row, strict=False)) for row in zip(*columns, strict=True)
+        )
 
 
 def redact_document(value: Any) -> Any:
     """A copy with every string redacted and values under secret-looking keys masked.
-    RawJson (numbers only, and big) passes untouched. Repeated strings and keys are
-    redacted once (a day of health results repeats the same few hundred)."""
-    texts: dict[str, str] = {}
-    secret_keys: dict[str, bool] = {}
-
-    def text(v: str) -> str:
-        out = texts.get(v)
-        if out is None:
-            out = texts[v] = redact_text(v)
-        return out
-
-    def is_secret(k: str) -> bool:
-        hit = secret_keys.get(k)
-        if hit is None:
-            hit = secret_keys[k] = bool(_SECRET_KEY.search(k))
-        return hit
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, RawJson):
-            return v
-        if isinstance(v, str):
-            return text(v)
-        if isinstance(v, Mapping):
-            out: dict[str, Any] = {}
-            for k, item in v.items():  # flat rows inline: a day holds ~30k health results
-                name = text(k if type(k) is str else str(k))
-                kind = type(item)
-                if item is None:
-                    out[name] = None
-                elif is_secret(name):
-                    out[name] = MASK
-                elif kind is str:
-                    out[name] = text(item)
-                elif kind in _SCALARS:
-                    out[name] = item
-                else:
-                    out[name] = walk(item)
-            return out
-        if isinstance(v, (list, tuple)):
-            return [walk(item) for item in v]
-        return v
-
-    return walk(value)
+    RawJson (numbers only) and Redacted rows pass untouched."""
+    return Redactor().value(value)
 
 
 def _facts(f: HostFacts) -> dict[str, object]:
@@ -149,6 +185,11 @@ _AUDIT_COLS = (
 )  # fmt: skip
 
 
+def _names(cols: Sequence[str]) -> list[str]:
+    """Column names as the document has them: `*_ms` columns become epoch seconds."""
+    return [c[:-3] if c.endswith("_ms") else c for c in cols]
+
+
 _LABELS: dict[tuple[Any, int], str] = {}
 
 
@@ -164,12 +205,26 @@ def _label(enum_type: Any, value: int) -> str:
     return out
 
 
-def _times(row: dict[str, Any]) -> dict[str, Any]:
-    """`*_ms` columns -> epoch seconds under the name without `_ms` (in place)."""
-    for k in [k for k in row if k.endswith("_ms")]:
-        v = row.pop(k)
-        row[k[:-3]] = None if v is None else v / 1000
-    return row
+def _s(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _series_doc(c: MinuteColumns) -> dict[str, Any]:
+    s = c.series
+    doc: dict[str, Any] = {
+        "host": s.host,
+        "vm_uuid": s.vm_uuid or None,
+        "vm_name": s.vm_name or None,
+        "metric": s.metric,
+        "start": c.start,
+        "step": STEP_S,
+        "n": c.n,
+    }
+    if c.ts is not None:
+        doc["ts"] = RawJson(c.ts)
+    for name, text in zip(ARRAYS, c.arrays, strict=True):
+        doc[name] = RawJson(text)
+    return doc
 
 
 async def build_export(
@@ -184,38 +239,110 @@ async def build_export(
 ) -> dict[str, Any]:
     """The export document of `window` (already redacted). `facts` are the live hosts'
     facts when the caller has them (the screen does; the store does not keep them).
-    Pass `result` when the timeline of this window and filter is already at hand."""
+    Pass `result` when the timeline of this window and filter is already at hand.
+
+    Metrics: every series of the hosts in scope with minutes in the window (with `--vm`
+    those VMs' and their hosts'), read by the database on one reader connection while
+    this one assembles the rest, then on both."""
     flt = flt or TimelineFilter()
     tq = TimelineQueries(store)
-    if result is None:
-        result = await tq.timeline(window, flt)
+    async with store.reader.connect() as conn:
+        chosen = await catalogue(conn, hosts=flt.hosts, vms=flt.vms)
+    job = ColumnsJob(window.since, window.until, chosen)
+
+    async def read_series() -> None:
+        async with store.reader.connect() as conn:
+            await job.work(conn)
+
+    worker = asyncio.create_task(read_series())
+    try:
+        if result is None:
+            result = await tq.timeline(window, flt)
+        red = Redactor()
+        doc = await _records(store, window, flt, result, chosen, red, job)
+        await worker
+    finally:
+        if not worker.done():
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    columns = job.result()
+    vms: dict[tuple[str, str], str] = {(h, u): n for h, u, n in result.vms()}
+    for c in columns:
+        if c.series.vm_uuid:
+            vms.setdefault((c.series.host, c.series.vm_uuid), c.series.vm_name)
+    hosts = sorted({*result.hosts(), *(c.series.host for c in columns), *flt.hosts})
+    if flt.hosts:
+        hosts = [h for h in hosts if h in flt.hosts]
+    at = time.time() if now is None else now
+    out = {
+        "schema": EXPORT_SCHEMA,
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "generated_at": iso_utc(at),
+        "generated_by": generated_by,
+        "window": {
+            "since": window.since,
+            "until": window.until,
+            "since_iso": iso_utc(window.since),
+            "until_iso": iso_utc(window.until),
+        },
+        "filter": flt.to_dict(),
+        "truncated": doc["truncated"] or result.truncated,
+        "hosts": [
+            {
+                "host": hh,
+                "uri": doc["uris"].get(hh),
+                "facts": _facts(facts[hh]) if facts and hh in facts else None,
+                "connection": doc["connections"].get(hh, []),
+                "vms": [{"uuid": uu, "name": n} for (h2, uu), n in vms.items() if h2 == hh],
+            }
+            for hh in hosts
+        ],
+        "timeline": [entry_to_dict(entry) for entry in result.entries],
+        "errors": doc["errors"],
+        "health": {"results": doc["results"], "alerts": doc["alerts"]},
+        "audit": doc["audit"],
+        "metrics": {
+            "resolution": "minute",
+            "step": STEP_S,
+            "arrays": list(ARRAYS),
+            "series": [_series_doc(c) for c in columns],
+        },
+    }
+    redacted: dict[str, Any] = red.value(out)
+    return redacted
+
+
+async def _records(
+    store: Store,
+    window: Window,
+    flt: TimelineFilter,
+    result: TimelineResult,
+    chosen: Mapping[int, Any],
+    red: Redactor,
+    job: ColumnsJob,
+) -> dict[str, Any]:
+    """The window's errors, health, audit and connections (redacted rows); then this
+    connection joins `job` until every series is read."""
     lo, hi = round(window.since * 1000), round(window.until * 1000)
-    truncated = result.truncated
+    truncated = False
+    # the hosts and VMs the records are narrowed to (none: every host)
+    scope: list[str] = sorted(flt.hosts)
+    vm_keys: list[str] = []
+    if flt.vms:
+        vms = {(s.host, s.vm_uuid, s.vm_name) for s in chosen.values() if s.vm_uuid}
+        vms |= set(result.vms())
+        vm_keys = sorted({n for _, _, n in vms} | {u for _, u, _ in vms} | flt.vms)
+        if not scope:
+            scope = sorted({h for h, _, _ in vms} | set(result.hosts()))
     async with store.reader.connect() as conn:
 
-        async def fetch(q: Any) -> list[dict[str, Any]]:
+        async def fetch(q: Any) -> list[Any]:
             nonlocal truncated
-            rows = [dict(r._mapping) for r in await conn.execute(q)]
+            rows = list(await conn.execute(q))
             truncated |= len(rows) > MAX_RECORDS
             return rows[:MAX_RECORDS]
-
-        vms = result.vms()
-        if flt.vms:  # the VMs asked for, even when nothing happened to them
-            catalogue = await conn.execute(
-                select(Metric.host, Metric.vm_uuid, Metric.vm_name)
-                .distinct()
-                .where(
-                    or_(Metric.vm_uuid.in_(sorted(flt.vms)), Metric.vm_name.in_(sorted(flt.vms)))
-                )
-            )
-            for host, uuid, name in catalogue:
-                if uuid and (host, uuid, name) not in vms:
-                    vms.append((host, uuid, name))
-        hosts = sorted({*result.hosts(), *(h for h, _, _ in vms), *flt.hosts})
-        if flt.hosts:
-            hosts = [h for h in hosts if h in flt.hosts]
-            vms = [v for v in vms if v[0] in flt.hosts]
-        vm_keys = sorted({n for _, _, n in vms} | {u for _, u, _ in vms})
 
         e = ErrorLog
         where_err: list[Any] = [e.last_at_ms >= lo, e.first_at_ms < hi]
@@ -223,34 +350,43 @@ async def build_export(
             where_err.append(e.host.in_(sorted(flt.hosts)))
         if flt.vms:  # that VM's errors, and the host-level ones around it
             where_err.append(or_(e.vm.is_(None), e.vm.in_(vm_keys)))
-        errors = []
-        for row in await fetch(
-            _rows_query(e, _ERROR_COLS, *where_err, order=("first_at_ms", "id"))
-        ):
-            row["severity"] = _label(Severity, row["severity"])
-            row["context"] = dict(row["context"] or {})
-            row["closed"] = bool(row["closed"])
-            errors.append(_times(row))
+        errors = red.rows(
+            _names(_ERROR_COLS),
+            (
+                (rid, code, cat, _label(Severity, sev), msg, hint, dict(ctx or {}), cause, host,
+                 vm, count, _s(first), _s(last), bool(closed))
+                for rid, code, cat, sev, msg, hint, ctx, cause, host, vm, count, first, last, closed
+                in await fetch(_rows_query(e, _ERROR_COLS, *where_err, order=("first_at_ms", "id")))
+            ),
+        )  # fmt: skip
 
         h = HealthResultRow
         where_h: list[Any] = [h.at_ms >= lo, h.at_ms < hi]
-        if hosts:
-            where_h.append(or_(h.host.is_(None), h.host.in_(hosts)))
-        results = []
-        for row in await fetch(_rows_query(h, _RESULT_COLS, *where_h, order=("at_ms", "id"))):
-            row["state"] = _label(HealthState, row["state"])
-            row["raw_state"] = _label(HealthState, row["raw_state"])
-            results.append(_times(row))
+        if scope:
+            where_h.append(or_(h.host.is_(None), h.host.in_(scope)))
+        results = red.rows(
+            _names(_RESULT_COLS),
+            (
+                (check, subject, host, _label(HealthState, state), _label(HealthState, raw),
+                 value, unit, warn, crit, msg, at_ms / 1000)
+                for check, subject, host, state, raw, value, unit, warn, crit, msg, at_ms
+                in await fetch(_rows_query(h, _RESULT_COLS, *where_h, order=("at_ms", "id")))
+            ),
+        )  # fmt: skip
 
         a = HealthAlertRow
         where_a: list[Any] = [a.at_ms >= lo, a.at_ms < hi]
-        if hosts:
-            where_a.append(or_(a.host.is_(None), a.host.in_(hosts)))
-        alerts = []
-        for row in await fetch(_rows_query(a, _ALERT_COLS, *where_a, order=("at_ms", "id"))):
-            row["previous"] = _label(HealthState, row["previous"])
-            row["current"] = _label(HealthState, row["current"])
-            alerts.append(_times(row))
+        if scope:
+            where_a.append(or_(a.host.is_(None), a.host.in_(scope)))
+        alerts = red.rows(
+            _names(_ALERT_COLS),
+            (
+                (check, subject, host, _label(HealthState, prev), _label(HealthState, cur), msg,
+                 at_ms / 1000)
+                for check, subject, host, prev, cur, msg, at_ms
+                in await fetch(_rows_query(a, _ALERT_COLS, *where_a, order=("at_ms", "id")))
+            ),
+        )  # fmt: skip
 
         u = Audit
         where_u: list[Any] = [u.started_at_ms >= lo, u.started_at_ms < hi]
@@ -258,12 +394,15 @@ async def build_export(
             where_u.append(u.host.in_(sorted(flt.hosts)))
         if flt.vms:
             where_u.append(or_(u.vm_uuid.in_(vm_keys), u.vm_name.in_(vm_keys)))
-        audit = [
-            _times(row)
-            for row in await fetch(
-                _rows_query(u, _AUDIT_COLS, *where_u, order=("started_at_ms", "id"))
-            )
-        ]
+        audit = red.rows(
+            _names(_AUDIT_COLS),
+            (
+                (*row[:7], row[7] / 1000, *row[8:])
+                for row in await fetch(
+                    _rows_query(u, _AUDIT_COLS, *where_u, order=("started_at_ms", "id"))
+                )
+            ),
+        )
 
         c = HostConnectionRow
         latest = (
@@ -281,7 +420,7 @@ async def build_export(
             )
         }
         connections: dict[str, list[dict[str, object]]] = {}
-        for row in await fetch(
+        for host, state, message, at_ms in await fetch(
             _rows_query(
                 c,
                 ("host", "state", "message", "at_ms"),
@@ -290,59 +429,26 @@ async def build_export(
                 order=("at_ms", "id"),
             )
         ):
-            connections.setdefault(row["host"], []).append(
-                {"at": row["at_ms"] / 1000, "state": row["state"], "message": row["message"]}
+            connections.setdefault(host, []).append(
+                {"at": at_ms / 1000, "state": state, "message": message}
             )
-
-    keys = [(hh, uu) for hh, uu, _ in vms] + [(hh, "") for hh in hosts]
-    series = [
-        {
-            "host": s.host,
-            "vm_uuid": s.vm_uuid or None,
-            "vm_name": s.vm_name or None,
-            "metric": s.metric,
-            "points": RawJson(points, rows),
-        }
-        for s, rows, points in await tq.minute_series_json(window.since, window.until, keys)
-    ]
-    at = time.time() if now is None else now
-    doc = {
-        "schema": EXPORT_SCHEMA,
-        "schema_version": EXPORT_SCHEMA_VERSION,
-        "generated_at": iso_utc(at),
-        "generated_by": generated_by,
-        "window": {
-            "since": window.since,
-            "until": window.until,
-            "since_iso": iso_utc(window.since),
-            "until_iso": iso_utc(window.until),
-        },
-        "filter": flt.to_dict(),
+        await job.work(conn)
+    return {
         "truncated": truncated,
-        "hosts": [
-            {
-                "host": hh,
-                "uri": uris.get(hh),
-                "facts": _facts(facts[hh]) if facts and hh in facts else None,
-                "connection": connections.get(hh, []),
-                "vms": [{"uuid": uu, "name": n} for hhh, uu, n in vms if hhh == hh],
-            }
-            for hh in hosts
-        ],
-        "timeline": [entry_to_dict(entry) for entry in result.entries],
         "errors": errors,
-        "health": {"results": results, "alerts": alerts},
+        "results": results,
+        "alerts": alerts,
         "audit": audit,
-        "metrics": {"resolution": "minute", "columns": list(METRIC_COLUMNS), "series": series},
+        "uris": uris,
+        "connections": connections,
     }
-    redacted: dict[str, Any] = redact_document(doc)
-    return redacted
 
 
-def export_json(doc: Mapping[str, Any]) -> str:
-    """The document as compact JSON, the database's series text spliced in verbatim.
-    (`json.dumps` in one shot: only that path uses the C encoder.)"""
-    raws: list[RawJson] = []
+def _pieces(doc: Mapping[str, Any]) -> Iterator[str]:
+    """The document as compact JSON, in pieces: the encoder's text with the database's
+    arrays spliced in where they belong (`json.dumps` in one shot: only that path uses
+    the C encoder)."""
+    raws: list[str] = []
     nonce = secrets.token_hex(8)
 
     def hole(v: Any) -> Any:
@@ -355,22 +461,30 @@ def export_json(doc: Mapping[str, Any]) -> str:
     if isinstance(metrics, Mapping) and isinstance(metrics.get("series"), list):
         series = [{k: hole(v) for k, v in s.items()} for s in metrics["series"]]
         doc = {**doc, "metrics": {**metrics, "series": series}}
-
     text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    if not raws:
-        return text
-    holes = re.compile(r'"\\u0000' + nonce + r':(\d+)\\u0000"')
-    return holes.sub(lambda m: raws[int(m.group(1))], text)
+    at = 0
+    for m in re.finditer(r'"\\u0000' + nonce + r':(\d+)\\u0000"', text):
+        yield text[at : m.start()]
+        yield raws[int(m.group(1))]
+        at = m.end()
+    yield text[at:]
+
+
+def export_json(doc: Mapping[str, Any]) -> str:
+    """The document as compact JSON, the database's arrays spliced in verbatim."""
+    return "".join(_pieces(doc))
 
 
 def parse_export(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The document as a reader of the file sees it (series points as lists)."""
+    """The document as a reader of the file sees it (series arrays as lists)."""
     parsed: dict[str, Any] = json.loads(export_json(doc))
     return parsed
 
 
 def dump_export(doc: Mapping[str, Any], out: IO[str]) -> None:
-    out.write(export_json(doc))
+    """Write the document to `out` piece by piece (never one string of it all)."""
+    for piece in _pieces(doc):
+        out.write(piece)
     out.write("\n")
 
 
@@ -401,13 +515,11 @@ def default_export_name(window: Window) -> str:
 def summarize(doc: Mapping[str, Any]) -> Sequence[str]:
     """A few words for a toast or stderr: what went into the document."""
     series = doc["metrics"]["series"]
-    points = sum(
-        s["points"].rows if isinstance(s["points"], RawJson) else len(s["points"]) for s in series
-    )
+    minutes = sum(int(s["n"]) for s in series)
     return [
         f"{len(doc['timeline'])} timeline entries, {len(doc['errors'])} errors, "
         f"{len(doc['audit'])} actions, {len(doc['health']['results'])} health results",
-        f"{len(series)} metric series ({points} minutes) of {len(doc['hosts'])} host(s)",
+        f"{len(series)} metric series ({minutes} minutes) of {len(doc['hosts'])} host(s)",
     ]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,67 +322,6 @@ class TimelineQueries:
             for rid, code, sev, msg, hint, ctx, host, vm, count, first, last in rows
         ]
         return out, cut
-
-    # ---- per-minute aggregates of what the window involves (for the export) --------------
-
-    async def minute_series_json(
-        self, since: float, until: float, keys: Iterable[tuple[str, str]]
-    ) -> list[tuple[Series, int, str]]:
-        """(host, vm_uuid) pairs ("" = the host itself) -> every metric's minute rows in
-        [since, until) as (series, row count, JSON text of [[ts, count, sum, min, max,
-        p95], ...]), ts in epoch seconds. The database writes the JSON (in its own
-        thread): a day of 100 VMs is ~1.5 M rows, too many to pass through Python."""
-        wanted = set(keys)
-        if not wanted:
-            return []
-        hosts = sorted({h for h, _ in wanted})
-        t = MetricMinute
-        async with self._store.reader.connect() as conn:
-            catalogue = (
-                await conn.execute(
-                    select(Metric.id, Metric.host, Metric.vm_uuid, Metric.vm_name, Metric.name)
-                    .where(Metric.host.in_(hosts))
-                    .order_by(Metric.host, Metric.vm_name, Metric.name)
-                )
-            ).all()
-            picked = {mid: Series(h, u, m, n) for mid, h, u, n, m in catalogue if (h, u) in wanted}
-            found: dict[int, tuple[int, str]] = {}
-            ids = list(picked)
-            postgres = conn.dialect.name == "postgresql"
-            for i in range(0, len(ids), IDS_PER_QUERY):
-                where = (
-                    t.metric_id.in_(ids[i : i + IDS_PER_QUERY]),
-                    t.ts_ms >= _ms(since),
-                    t.ts_ms < _ms(until),
-                )
-                cols = (t.ts_ms // 1000, t.count, t.sum, t.min, t.max, t.p95)
-                if postgres:
-                    q: Any = (
-                        select(
-                            t.metric_id,
-                            func.count(),
-                            func.json_agg(
-                                aggregate_order_by(func.json_build_array(*cols), t.ts_ms)
-                            ),
-                        )
-                        .where(*where)
-                        .group_by(t.metric_id)
-                    )
-                else:  # rows reach the aggregate in key order: (metric_id, ts_ms)
-                    ordered = (
-                        select(t.metric_id, func.json_array(*cols).label("point"))
-                        .where(*where)
-                        .order_by(t.metric_id, t.ts_ms)
-                        .subquery("ordered")
-                    )
-                    q = select(
-                        ordered.c.metric_id,
-                        func.count(),
-                        func.json_group_array(func.json(ordered.c.point)),
-                    ).group_by(ordered.c.metric_id)
-                for mid, n, text in await conn.execute(q):
-                    found[mid] = (int(n), text if isinstance(text, str) else json.dumps(text))
-        return [(picked[mid], *found[mid]) for mid in picked if mid in found]
 
 
 class StoreRollupReader:
