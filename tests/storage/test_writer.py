@@ -4,6 +4,7 @@ frees again, a write lock held by another process, a full buffer."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import textwrap
 
@@ -129,6 +130,34 @@ async def test_batches_stay_within_2000_rows_per_statement(store_url: str) -> No
         assert await writer.flush() == 4500
         assert store.statements == 3
         assert writer.stats().buffered == 0
+
+
+def test_buffered_samples_give_the_garbage_collector_nothing_to_walk() -> None:
+    """A full buffer must not lengthen every full collection (each one stalls the loop):
+    the writer keeps samples as plain tuples, which the collector stops tracking."""
+    writer = StoreWriter(Store("sqlite+aiosqlite://"), Hub(), buffer_rows=50_000)
+    gc.collect()
+    tracked = len(gc.get_objects())
+    rows = [SampleRow("h", f"u{i % 10}", "n", "cpu_pct", i, float(i)) for i in range(20_000)]
+    writer.add_samples(rows)
+    del rows
+    gc.collect()
+    assert writer.stats().buffered_samples == 20_000
+    assert len(gc.get_objects()) - tracked < 1_000  # not one object per row
+
+
+async def test_samples_as_rows_or_plain_tuples_are_written_alike(store_url: str) -> None:
+    named = [SampleRow("h", "u1", "vm1", "cpu_pct", 5000 + i, float(i)) for i in range(3)]
+    plain = [("h", "u2", "vm2", "cpu_pct", 3000 + i, float(i)) for i in range(3)]
+    async with Store(store_url) as store:
+        writer = StoreWriter(store, Hub(), maintenance=False)
+        writer.add_samples(named)
+        writer.add_samples(iter(plain))  # any iterable
+        assert writer.oldest_pending_ms() == 3000  # rollups stop short of it
+        assert await writer.flush() == 6
+        assert writer.oldest_pending_ms() is None
+        assert await store.series("h", "u1", "cpu_pct") == [(5000 + i, float(i)) for i in range(3)]
+        assert await store.series("h", "u2", "cpu_pct") == [(3000 + i, float(i)) for i in range(3)]
 
 
 async def _set_max_pages(store: Store, pages: int | None) -> int:

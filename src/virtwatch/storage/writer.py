@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub, Subscription
@@ -31,8 +31,8 @@ from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
 from virtwatch.storage.retention import Retention
-from virtwatch.storage.rows import RECORD_TYPES, Record, SampleRow, rows_from_snapshot
-from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Store
+from virtwatch.storage.rows import RECORD_TYPES, Record, rows_from_snapshot
+from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Sample, Store
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ RETRY_MAX_S = 10.0
 
 Reporter = Callable[[AppError], None]
 _host_of = operator.itemgetter(0)  # SampleRow.host
+_ts_of = operator.itemgetter(4)  # SampleRow.ts_ms
 
 
 class WriterState(enum.StrEnum):
@@ -116,9 +117,11 @@ class StoreWriter:
         self._maintenance = maintenance
         self._report = report or (lambda err: hub.publish(ErrorReport.of(err)))
         self._clock = clock
-        self._samples: collections.deque[SampleRow] = collections.deque()
+        # samples as plain tuples: the garbage collector stops tracking them, so a full
+        # buffer does not lengthen every full collection (a stall of the whole loop)
+        self._samples: collections.deque[Sample] = collections.deque()
         self._records: collections.deque[Record] = collections.deque()
-        self._inflight_samples: list[SampleRow] = []
+        self._inflight_samples: list[Sample] = []
         self._inflight_records: list[Record] = []
         self._pending_since: float | None = None
         self._wakeup = asyncio.Event()
@@ -164,10 +167,11 @@ class StoreWriter:
         if len(self._samples) + len(self._records) >= MAX_ROWS_PER_STATEMENT:
             self._wakeup.set()
 
-    def add_samples(self, samples: Iterable[SampleRow]) -> None:
-        """Queue raw samples; when the buffer is full the oldest samples make room.
-        A sample never displaces a record (errors, health, events are kept first)."""
-        rows = samples if isinstance(samples, list) else list(samples)
+    def add_samples(self, samples: Iterable[Sample]) -> None:
+        """Queue raw samples (SampleRows or plain tuples of their fields); when the buffer
+        is full the oldest samples make room. A sample never displaces a record (errors,
+        health, events are kept first)."""
+        rows = cast(list[Sample], list(map(tuple, samples)))
         if not rows:
             return
         overflow = self._buffered() + len(rows) - self._buffer_rows
@@ -228,9 +232,9 @@ class StoreWriter:
 
     def oldest_pending_ms(self) -> int | None:
         """The earliest sample time not yet committed (rollups stop short of it)."""
-        oldest = min((r.ts_ms for r in self._inflight_samples), default=None)
+        oldest: int | None = min(map(_ts_of, self._inflight_samples), default=None)
         if self._samples:
-            first = min(r.ts_ms for r in self._samples)
+            first: int = min(map(_ts_of, self._samples))
             oldest = first if oldest is None else min(oldest, first)
         return oldest
 
@@ -251,7 +255,11 @@ class StoreWriter:
         n_rec = min(len(self._records), MAX_ROWS_PER_FLUSH)
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
         n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
-        self._inflight_samples = [self._samples.popleft() for _ in range(n_smp)]
+        if n_smp == len(self._samples):
+            self._inflight_samples = list(self._samples)
+            self._samples.clear()
+        else:
+            self._inflight_samples = [self._samples.popleft() for _ in range(n_smp)]
         try:
             written = await self._store.write(self._inflight_samples, self._inflight_records)
         except BaseException:
