@@ -38,6 +38,8 @@ from virtwatch.tui.ports import VmAction, VmRef
 from virtwatch.tui.state import DashboardState
 
 NARROW_BELOW = 140  # columns: below this the side panes go under the table
+AGES_EVERY_S = 0.9  # ages (data age, stale rows, last runs) move on at most this often
+SNAPSHOTS_STOPPED_S = 1.5  # with no snapshot for this long, the timer moves ages on
 
 
 class DashboardScreen(Screen[None]):
@@ -70,6 +72,7 @@ class DashboardScreen(Screen[None]):
         self._cursor_blink = cursor_blink
         self._filter_target: str = "machines"
         self._shown_at = 0.0  # monotonic time the last snapshot was shown
+        self._aged_at = 0.0  # monotonic time ages last moved on
 
     # --- layout -----------------------------------------------------------------
 
@@ -123,11 +126,15 @@ class DashboardScreen(Screen[None]):
     # --- data, pushed down by the app -------------------------------------------------
 
     def show_snapshot(self, snap: Snapshot) -> None:
+        """Show `snap`; ages move on in the same frame (at most once a second), so a
+        steady flow of snapshots paints once per refresh, not once more for ages."""
         self._shown_at = time.monotonic()
         self.machines.apply(snap)
         self.query_one(HostHeaders).show_snapshot(snap)
         self.query_one(PerformancePane).show(self.state.snapshots)
         self._machines_subtitle()
+        if self._shown_at - self._aged_at >= AGES_EVERY_S:
+            self.tick(force=True)
 
     def _machines_subtitle(self) -> None:
         total = self.machines.total()
@@ -172,10 +179,12 @@ class DashboardScreen(Screen[None]):
         self.set_timer(CLEAR_AFTER_S, clear)
 
     def tick(self, *, force: bool = False) -> None:
-        """Once a second: ages move on. Skipped when a snapshot was just shown (it
-        refreshed the same things), so a 1 s refresh paints once a second, not twice."""
-        if not force and time.monotonic() - self._shown_at < 0.9:
+        """Once a second: ages move on. Skipped while snapshots keep arriving (each
+        moves the ages on itself), so a 1 s refresh paints once a second, not twice."""
+        now = time.monotonic()
+        if not force and now - self._shown_at < SNAPSHOTS_STOPPED_S:
             return
+        self._aged_at = now
         self.query_one(HostHeaders).tick()
         self.machines.refresh_ages()
         self.health_pane.redraw()

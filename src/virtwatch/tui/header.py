@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widget import Widget
@@ -134,10 +135,15 @@ class HostHeader(Widget):
         text = header_text(self.host, self.snapshot, self.connection, self.error, self._clock())
         if text == self._shown:
             return
-        # a line that wraps differently needs a new height: same length, same wrapping
-        relayout = len(text.plain) != len(self._shown.plain) or text.plain.count(
-            "\n"
-        ) != self._shown.plain.count("\n")
+        # only a new height needs a new layout (which repaints far more than this line):
+        # a different number of lines, or a length change where a line may wrap
+        width = self.size.width
+        relayout = text.plain.count("\n") != self._shown.plain.count("\n") or (
+            len(text.plain) != len(self._shown.plain)
+            and any(
+                cell_len(line) >= width for t in (text, self._shown) for line in t.plain.split("\n")
+            )
+        )
         self._shown = text
         self.refresh(layout=relayout or not self.size.height)
 

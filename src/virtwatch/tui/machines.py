@@ -1,8 +1,11 @@
 """The Machines pane's table: one row per VM of every host, updated in place.
 
 It keeps every VM it was told about (a model) and shows those the filter keeps,
-sorted by one column. An update rewrites only the cells whose text changed. VM
-names come from untrusted places: every cell is a rich `Text`, never markup.
+sorted by one column (sort keys come from raw values, for every row). An update
+formats only the rows on screen — a row scrolled out of view keeps its new sample
+and is formatted when it is next drawn — and rewrites only the cells whose text
+changed, repainting only those rows. VM names come from untrusted places: every
+cell is a rich `Text`, never markup.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
@@ -31,6 +35,7 @@ from virtwatch.tui.rows import (
     Cells,
     Column,
     Query,
+    SortValue,
     matches,
     parse_query,
     row_cells,
@@ -65,21 +70,27 @@ class KeyedText(Text):
 SegmentLines = list[list[Segment]]
 
 
+SortKey = tuple[SortValue, str, str]
+
+
 @dataclass(slots=True)
 class _Row:
     host: str
     sample: DomainSample
-    cells: Cells
-    look: tuple[DomainState, bool]  # (state, stale): what the styles depend on
+    cells: Cells  # what the table holds for the row: its text when last formatted
+    look: tuple[DomainState, bool]  # (state, stale) when last formatted: what styles use
     shown: bool
+    sort_key: SortKey  # by the current sort column, from the raw sample
+    dirty: bool = False  # sample, mark, activity or age moved on since `cells`
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyStats:
     added: int
     removed: int
-    cells_updated: int
+    cells_updated: int  # cells rewritten (on screen) by this update
     resorted: bool = False
+    deferred: int = 0  # changed rows out of view: formatted when next drawn
 
 
 class MachineTable(DataTable[Text]):
@@ -146,11 +157,12 @@ class MachineTable(DataTable[Text]):
         self._activity: dict[str, str] = {}
         self.tags: Mapping[str, Sequence[str]] = {}  # row key -> tags (domain details)
         self.read_only = False  # hides the action keys
-        self._dirty = False  # cells written since the last `_touch`
+        self._written: set[str] = set()  # rows whose cells were written since `_touch`
         self._widest: dict[str, int] = {}  # column -> widest text it has held
         self._cells_drawn: dict[tuple[object, ...], tuple[Text, SegmentLines]] = {}
         self._rows_drawn: dict[tuple[object, ...], tuple[SegmentLines, SegmentLines]] = {}
-        self._row_version: dict[str, int] = {}  # row key -> bumped when a cell changes
+        self._row_version: dict[str, int] = {}  # row key -> new number when a cell changes
+        self._versions = 0  # the last number handed out (never reused)
         self._widths_version = 0  # bumped when a column width or the columns change
 
     # --- structure ------------------------------------------------------------
@@ -196,9 +208,11 @@ class MachineTable(DataTable[Text]):
         return [self._cell(key, row, c) for c in self._columns]
 
     def _show(self, key: str, row: _Row) -> None:
+        """Add the row with the text it had when last formatted; when that is out of
+        date (`dirty`) it is formatted when drawn."""
         self.add_row(*self._styled(key, row), key=key)
         row.shown = True
-        self._row_version[key] = self._row_version.get(key, 0) + 1  # new cells
+        self._new_version(key)  # new cells
         for c in self._columns:
             width = len(row.cells[COLUMN_INDEX[c.key]])
             if width > self._widest.get(c.key, 0):
@@ -244,10 +258,21 @@ class MachineTable(DataTable[Text]):
             stale_s=self._stale_s(host, now),
         )
 
+    def _format(self, key: str, row: _Row, now: float) -> int:
+        """Bring a row's text up to date with its sample; rewrite (if shown) the cells
+        whose text or look changed. Returns how many cells were rewritten."""
+        row.dirty = False
+        old, old_look = row.cells, row.look
+        row.cells = self._cells(key, row.host, row.sample, now)
+        row.look = (row.sample.state, self._stale_s(row.host, now) is not None)
+        if row.shown and (old != row.cells or old_look != row.look):
+            return self._update(key, row, old, old_look)
+        return 0
+
     def _update(self, key: str, row: _Row, old: Cells, old_look: tuple[DomainState, bool]) -> int:
         """Write the cells of a shown row whose text (or look) changed.
 
-        Writes go straight into the table's cell store and the table is invalidated
+        Writes go straight into the table's cell store; the rows written are repainted
         once per batch (`_touch`), not once per cell as `update_cell` does: with 1,000
         rows that per-call refresh was most of the cost of an update."""
         restyle = old_look != row.look
@@ -266,9 +291,51 @@ class MachineTable(DataTable[Text]):
                     self._require_update_dimensions = True
                 n += 1
         if n:
-            self._row_version[key] = self._row_version.get(key, 0) + 1
-        self._dirty = self._dirty or n > 0
+            self._new_version(key)
+            self._written.add(key)
         return n
+
+    def _new_version(self, key: str) -> None:
+        self._versions += 1
+        self._row_version[key] = self._versions
+
+    def _visible_keys(self) -> list[str]:
+        """Keys of the rows in the table's window (every row is one line high)."""
+        height = self.size.height - (self.header_height if self.show_header else 0)
+        if height <= 0 or not self.row_count:
+            return []  # not laid out yet: rows are formatted when first drawn
+        top = int(self.scroll_y)
+        get_key = self._row_locations.get_key
+        keys = (get_key(i) for i in range(top, min(self.row_count, top + height)))
+        return [k.value for k in keys if k is not None and k.value is not None]
+
+    def _settle(self) -> tuple[int, int]:
+        """Format the changed rows on screen now; leave the others for when they are
+        drawn. Returns (cells rewritten, rows left to format)."""
+        now = self._clock()
+        n = 0
+        rows = self._rows
+        for key in self._visible_keys():
+            row = rows.get(key)
+            if row is not None and row.dirty:
+                n += self._format(key, row, now)
+        deferred = sum(1 for r in rows.values() if r.dirty and r.shown)
+        if deferred:
+            # rows out of view changed: DataTable's line cache (keyed by this count)
+            # must not serve their old lines when they scroll into view
+            self._update_count += 1
+        self._touch()
+        return n, deferred
+
+    def _ensure(self, key: str) -> None:
+        """Format a row about to be drawn or read, if it changed since."""
+        row = self._rows.get(key)
+        if row is not None and row.dirty:
+            self._format(key, row, self._clock())
+            # drawn right now, so it need not be repainted again
+            self._written.discard(key)
+            if self._require_update_dimensions:
+                self._measure_soon()  # it got wider than its column
 
     def _render_line_in_row(
         self,
@@ -280,12 +347,14 @@ class MachineTable(DataTable[Text]):
     ) -> tuple[SegmentLines, SegmentLines]:
         """DataTable re-assembles every visible row after any change; this keeps a row's
         segments while its cells, its position, the widths and the cursor/hover on it
-        are the same, so a tick that changes five rows re-assembles five rows."""
+        are the same, so a tick that changes five rows re-assembles five rows. A row
+        that changed while out of view is formatted here, when it is first drawn."""
         row_index = self._row_locations.get(row_key)
         if row_index is None or row_key is self._header_row_key:
             return super()._render_line_in_row(
                 row_key, line_no, base_style, cursor_location, hover_location
             )
+        self._ensure(row_key.value or "")
         key = (
             row_key,
             row_index,
@@ -391,14 +460,29 @@ class MachineTable(DataTable[Text]):
         return [list(Segment.apply_style(line, pre, post_style))]
 
     def _touch(self) -> None:
-        """Invalidate the rendered rows once after a batch of direct cell writes."""
-        if self._dirty:
-            self._dirty = False
-            self._update_count += 1
+        """Repaint the rows whose cells were written since the last call — only their
+        lines, unless they are most of the window."""
+        written, self._written = self._written, set()
+        if not written:
+            return
+        self._update_count += 1
+        header = self.header_height if self.show_header else 0
+        width, height = self.size
+        top = int(self.scroll_y)
+        lines: list[Region] = []
+        for key in written:
+            index = self._row_locations.get(RowKey(key))
+            if index is not None and header <= index - top + header < height:
+                lines.append(Region(0, index - top + header, width, 1))
+        if len(lines) * 2 > height:
             self.refresh()
+        elif lines:
+            self.refresh(*lines)
 
     def apply(self, snap: Snapshot) -> ApplyStats:
-        """Show `snap`'s VMs of `snap.host`: add, remove, update changed cells."""
+        """Show `snap`'s VMs of `snap.host`: add and remove rows, keep every row's sample
+        and sort key, and rewrite the changed cells of the rows on screen (the others
+        when they are next drawn)."""
         now = self._clock()
         host = snap.host
         self._hosts[host] = snap.taken_at
@@ -413,47 +497,59 @@ class MachineTable(DataTable[Text]):
         stale = self._stale_s(host, now) is not None
         prefix = f"{host}/"
         wanted = {self.row_key(host, d.uuid): d for d in snap.domains}
-        removed = added = updated = 0
+        removed = added = 0
         sort_dirty = False
-        sort_idx = COLUMN_INDEX[self.sort_column]
-        for key in [k for k in self._rows if k.startswith(prefix) and k not in wanted]:
-            row = self._rows.pop(key)
+        column = self.sort_column
+        filtering = not self._query.empty
+        rows = self._rows
+        for key in [k for k in rows if k.startswith(prefix) and k not in wanted]:
+            row = rows.pop(key)
             if row.shown:
                 self.remove_row(key)
                 removed += 1
             self.marked.discard(key)
             self._activity.pop(key, None)
+            self._row_version.pop(key, None)
         for key, d in wanted.items():
-            cells = self._cells(key, host, d, now)
-            look = (d.state, stale)
-            existing = self._rows.get(key)
+            existing = rows.get(key)
             if existing is None:
-                row = self._rows[key] = _Row(host, d, cells, look, shown=False)
+                # formatted at once: a new row's text sets its columns' widths
+                cells = self._cells(key, host, d, now)
+                row = rows[key] = _Row(
+                    host, d, cells, (d.state, stale), False, sort_value(column, host, d)
+                )
                 if self._matches(key, row):
                     self._show(key, row)
                     added += 1
                     sort_dirty = True
                 continue
             row = existing
-            old, old_look = row.cells, row.look
-            row.sample, row.cells, row.look = d, cells, look
-            keep = self._matches(key, row)
-            if keep and not row.shown:
-                self._show(key, row)
-                added += 1
-                sort_dirty = True
-            elif row.shown and not keep:
-                self._hide(key, row)
-                removed += 1
-            elif row.shown and (old != cells or old_look != look):
-                updated += self._update(key, row, old, old_look)
-                sort_dirty = sort_dirty or old[sort_idx] != cells[sort_idx]
-        self._touch()
+            old = row.sample
+            row.sample = d
+            row.dirty = True
+            sort_key = sort_value(column, host, d)
+            if sort_key != row.sort_key:
+                row.sort_key = sort_key
+                sort_dirty = sort_dirty or row.shown
+            if filtering and (d.name, d.state, d.state_text) != (
+                old.name,
+                old.state,
+                old.state_text,
+            ):
+                keep = self._matches(key, row)
+                if keep and not row.shown:
+                    self._show(key, row)
+                    added += 1
+                    sort_dirty = True
+                elif row.shown and not keep:
+                    self._hide(key, row)
+                    removed += 1
         if sort_dirty:
             self._resort(keep=cursor)
+        updated, deferred = self._settle()
         if added:
             self._measure_soon()
-        return ApplyStats(added, removed, updated, sort_dirty)
+        return ApplyStats(added, removed, updated, sort_dirty, deferred)
 
     def _measure_soon(self) -> None:
         """DataTable measures new rows when it is next idle; make sure that moment comes
@@ -477,28 +573,16 @@ class MachineTable(DataTable[Text]):
     def refresh_ages(self) -> int:
         """Re-evaluate staleness (call about once a second); returns cells updated."""
         now = self._clock()
-        n = 0
-        for key, row in self._rows.items():
-            stale_s = self._stale_s(row.host, now)
-            if stale_s is None and not row.look[1]:
-                continue
-            old, old_look = row.cells, row.look
-            row.cells = self._cells(key, row.host, row.sample, now)
-            row.look = (row.sample.state, stale_s is not None)
-            if row.shown and (old != row.cells or old_look != row.look):
-                n += self._update(key, row, old, old_look)
-        self._touch()
-        return n
+        for row in self._rows.values():
+            if row.look[1] or self._stale_s(row.host, now) is not None:
+                row.dirty = True
+        return self._settle()[0]
 
     def _refresh_row(self, key: str) -> None:
         row = self._rows.get(key)
-        if row is None:
-            return
-        old = row.cells
-        row.cells = self._cells(key, row.host, row.sample, self._clock())
-        if row.shown and old != row.cells:
-            self._update(key, row, old, row.look)
-            self._touch()
+        if row is not None:
+            row.dirty = True
+            self._settle()
 
     # --- filter, sort, marks, activity ------------------------------------------
 
@@ -514,6 +598,7 @@ class MachineTable(DataTable[Text]):
             elif row.shown and not keep:
                 self._hide(key, row)
         self._resort(keep=cursor)
+        self._settle()
         self._measure_soon()
 
     def sort_by(self, column: str, *, reverse: bool | None = None) -> None:
@@ -522,19 +607,21 @@ class MachineTable(DataTable[Text]):
             raise ValueError(f"cannot sort by {column!r}; one of {', '.join(SORTABLE)}")
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else False
+        if column != self.sort_column:
+            for row in self._rows.values():
+                row.sort_key = sort_value(column, row.host, row.sample)
         self.sort_column, self.sort_reverse = column, reverse
         self._relabel()
         self._resort(keep=self._key_at_cursor())
+        self._settle()
         self.post_message(self.SortChanged(column, reverse))
 
     def _resort(self, *, keep: str | None) -> None:
-        col = self.sort_column
         rows = self._rows
 
-        def key_of(cell: Text) -> object:
+        def key_of(cell: Text) -> SortKey:
             assert isinstance(cell, KeyedText)
-            row = rows[cell.row_key]
-            return sort_value(col, row.host, row.sample)
+            return rows[cell.row_key].sort_key
 
         if self.row_count:
             self.sort("mark", key=key_of, reverse=self.sort_reverse)
@@ -601,8 +688,30 @@ class MachineTable(DataTable[Text]):
         return None if row is None else row.sample
 
     def shown(self) -> dict[str, Cells]:
-        """What each shown row says, by row key (tests and headless views)."""
+        """What each shown row says, by row key (tests and headless views). Formats
+        the rows that changed out of view."""
+        now = self._clock()
+        for key, row in self._rows.items():
+            if row.shown and row.dirty:
+                self._format(key, row, now)
+        self._touch()
         return {k: r.cells for k, r in self._rows.items() if r.shown}
+
+    def get_cell(self, row_key: RowKey | str, column_key: ColumnKey | str) -> Text:
+        self._ensure(row_key.value or "" if isinstance(row_key, RowKey) else row_key)
+        self._touch()
+        return super().get_cell(row_key, column_key)
+
+    def get_row(self, row_key: RowKey | str) -> list[Text]:
+        self._ensure(row_key.value or "" if isinstance(row_key, RowKey) else row_key)
+        self._touch()
+        return super().get_row(row_key)
+
+    def get_row_at(self, row_index: int) -> list[Text]:
+        key = self._row_locations.get_key(row_index)
+        if key is not None and key.value is not None:
+            self._ensure(key.value)
+        return super().get_row_at(row_index)
 
     def shown_order(self) -> list[str]:
         """Row keys in display order."""

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.geometry import Size
 from textual.widget import Widget
 
 from virtwatch.core.history import HOST, MetricHistory
@@ -84,12 +85,23 @@ class PerformanceView(Widget, can_focus=True):
         super().__init__(id=id)
         self.history = history
         self.snapshots: Mapping[str, Snapshot] = {}
+        self._shown: tuple[Size, Text] | None = None  # the text drawn, at that size
 
-    def render(self) -> Text:
+    def _text(self) -> Text:
         return performance_text(self.snapshots, self.history, self.size.width, self.size.height)
 
+    def render(self) -> Text:
+        if self._shown is None or self._shown[0] != self.size:
+            self._shown = (self.size, self._text())
+        return self._shown[1]
+
     def show(self, snapshots: Mapping[str, Snapshot]) -> None:
+        """Repaint only when what the pane says changed (a repaint re-renders every line)."""
         self.snapshots = snapshots
+        text = self._text()
+        if self._shown is not None and self._shown == (self.size, text):
+            return
+        self._shown = (self.size, text)
         self.refresh()
 
 
