@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
@@ -39,10 +42,12 @@ from virtwatch.storage.export import (
     build_export,
     default_export_name,
     dump_export,
+    export_to,
     parse_export,
     redact_document,
     summarize,
     write_export,
+    write_window,
 )
 from virtwatch.storage.minutes import rounded
 from virtwatch.storage.models import DomainEventRow, HostConnectionRow, Metric, MetricMinute
@@ -477,6 +482,36 @@ async def test_the_export_arrays_line_up_with_the_stored_minutes(scenario: Scena
         i = (ts_ms // 1000 - s["start"]) // s["step"]
         stored = [count, rounded(total / count), rounded(lo), rounded(hi), rounded(p95)]
         assert [s[a][i] for a in METRIC_ARRAYS] == stored, (metric, ts_ms)
+
+
+async def test_the_streamed_export_is_the_same_document(scenario: Scenario, tmp_path: Path) -> None:
+    window = Window(T0, T0 + 2 * 3600)
+    kw: dict[str, Any] = {"facts": {HOST: FACTS}, "generated_by": "vw test"}
+    doc = await build_export(scenario.store, window, now=T0 + 3 * 3600, **kw)
+    out = io.StringIO()
+    words = await export_to(scenario.store, window, out, now=T0 + 3 * 3600, **kw)
+    assert out.getvalue().endswith("}\n")
+    assert json.loads(out.getvalue()) == parse_export(doc)
+    assert words == summarize(doc)
+    # to a file: private, and (but for the time it was made) the same again
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "ticket.json"
+    assert await write_window(scenario.store, window, path, **kw) == words
+    assert path.stat().st_mode & 0o777 == 0o600
+    on_disk = json.loads(path.read_text())
+    assert on_disk["generated_at"] != doc["generated_at"]
+    on_disk["generated_at"] = doc["generated_at"]
+    assert on_disk == parse_export(doc)
+    assert os.listdir(tmp_path / "out") == ["ticket.json"]  # the temporary one is gone
+
+
+async def test_a_failed_export_leaves_no_file(scenario: Scenario, tmp_path: Path) -> None:
+    async with scenario.store.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE metric_minute"))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DBAPIError):
+        await write_window(scenario.store, Window(T0, T0 + 3600), tmp_path / "out" / "t.json")
+    assert os.listdir(tmp_path / "out") == []
 
 
 async def test_secrets_never_reach_the_export(scenario: Scenario, tmp_path: Path) -> None:

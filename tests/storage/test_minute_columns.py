@@ -3,6 +3,7 @@ against it), the plan check, gaps, and the job shared by connections, on real da
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import sqlite3
@@ -13,11 +14,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from virtwatch.core.spikewatch import Series
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.minutes import (
     ARRAYS,
+    ColumnsFailed,
     ColumnsJob,
     MinuteColumns,
     _sqlite_rounded,
@@ -240,11 +243,44 @@ async def test_two_connections_share_the_job_and_agree_with_one(store: Store) ->
     async with store.reader.connect() as conn:
         chosen = await catalogue(conn)
     job = ColumnsJob(T0 - 3600, T0 + 3600, chosen, ids_per_chunk=1)
-    async with store.reader.connect() as a, store.reader.connect() as b:
-        import asyncio
 
-        await asyncio.gather(job.work(a), job.work(b))
-    assert job.result() == alone
+    async def streamed() -> list[MinuteColumns]:
+        return [c async for c in job.stream()]
+
+    async with store.reader.connect() as a, store.reader.connect() as b:
+        got, _, _ = await asyncio.gather(streamed(), job.work(a), job.work(b))
+    assert got == job.result() == alone
+
+
+class Failing(ColumnsJob):
+    """Its second chunk fails, as a connection lost midway would (a fake, on top of the
+    real reads of the first chunk)."""
+
+    reads = 0
+
+    async def _read(self, conn: AsyncConnection, ids: list[int]) -> None:
+        self.reads += 1
+        if self.reads == 2:
+            raise OSError("connection lost")
+        await super()._read(conn, ids)
+
+
+async def test_a_failed_connection_ends_the_stream_with_an_error(store: Store) -> None:
+    async with store.reader.connect() as conn:
+        chosen = await catalogue(conn)
+        job = Failing(T0 - 3600, T0 + 3600, chosen, ids_per_chunk=1)
+        worker = asyncio.create_task(job.work(conn))
+        got: list[MinuteColumns] = []
+
+        async def consume() -> None:
+            async for columns in job.stream():
+                got.append(columns)
+
+        with pytest.raises(ColumnsFailed, match="connection lost"):
+            await consume()
+        with pytest.raises(OSError, match="connection lost"):
+            await worker
+    assert [c.series.metric for c in got] == ["host.cpu_pct"]  # the chunk read before
 
 
 async def test_a_plan_read_out_of_order_is_put_in_time_order(store: Store) -> None:

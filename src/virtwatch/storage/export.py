@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,7 +34,14 @@ from virtwatch.core.timeline import (
     iso_utc,
 )
 from virtwatch.core.uri import MASK, redact_text, redact_uri
-from virtwatch.storage.minutes import ARRAYS, STEP_S, ColumnsJob, MinuteColumns, catalogue
+from virtwatch.storage.minutes import (
+    ARRAYS,
+    STEP_S,
+    ColumnsFailed,
+    ColumnsJob,
+    MinuteColumns,
+    catalogue,
+)
 from virtwatch.storage.models import (
     Audit,
     ErrorLog,
@@ -55,9 +62,26 @@ _NUMBERS = frozenset({int, float, bool, type(None)})
 _TEXTS = frozenset({str, type(None)})
 
 
-class RawJson(str):
+class RawJson:
     """JSON text the database wrote (a series' array of numbers): spliced into the
-    document verbatim when it is written, never redacted (it holds no strings)."""
+    document verbatim when it is written, never redacted (it holds no strings). A
+    holder, not a str subclass: making one would copy the text."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return (
+            f"RawJson({self.text[:40]!r}...)" if len(self.text) > 40 else f"RawJson({self.text!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawJson) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
 
 
 class Redacted(list[dict[str, Any]]):
@@ -209,22 +233,139 @@ def _s(ms: int | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
-def _series_doc(c: MinuteColumns) -> dict[str, Any]:
+def _series_doc(c: MinuteColumns, red: Redactor) -> dict[str, Any]:
     s = c.series
-    doc: dict[str, Any] = {
-        "host": s.host,
-        "vm_uuid": s.vm_uuid or None,
-        "vm_name": s.vm_name or None,
-        "metric": s.metric,
-        "start": c.start,
-        "step": STEP_S,
-        "n": c.n,
-    }
+    doc: dict[str, Any] = red.value(
+        {
+            "host": s.host,
+            "vm_uuid": s.vm_uuid or None,
+            "vm_name": s.vm_name or None,
+            "metric": s.metric,
+            "start": c.start,
+            "step": STEP_S,
+            "n": c.n,
+        }
+    )
     if c.ts is not None:
         doc["ts"] = RawJson(c.ts)
     for name, text in zip(ARRAYS, c.arrays, strict=True):
         doc[name] = RawJson(text)
     return doc
+
+
+class _Export:
+    """One export under way: the document without its series (redacted), and the job
+    reading the series on both reader connections (`series()` yields them in order)."""
+
+    def __init__(self, doc: dict[str, Any], job: ColumnsJob, red: Redactor) -> None:
+        self.doc = doc
+        self._job = job
+        self._red = red
+        self._workers: list[asyncio.Task[None]] = []
+
+    def work_on(self, store: Store) -> None:
+        """One more reader connection takes chunks of the series."""
+
+        async def work() -> None:
+            async with store.reader.connect() as conn:
+                await self._job.work(conn)
+
+        self._workers.append(asyncio.create_task(work()))
+
+    async def series(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for columns in self._job.stream():
+                yield _series_doc(columns, self._red)
+        except ColumnsFailed:
+            for worker in self._workers:
+                if worker.done():
+                    await worker  # the failed one's own error (a database error...)
+            raise
+        for worker in self._workers:
+            await worker
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            if not worker.done():
+                worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError, ColumnsFailed):
+                await worker
+
+
+async def _start(
+    store: Store,
+    window: Window,
+    flt: TimelineFilter | None,
+    facts: Mapping[str, HostFacts] | None,
+    now: float | None,
+    generated_by: str,
+    result: TimelineResult | None,
+) -> _Export:
+    """Start reading the series on one reader connection, assemble the rest of the
+    document meanwhile on the other, then put that one on the series too."""
+    flt = flt or TimelineFilter()
+    async with store.reader.connect() as conn:
+        chosen = await catalogue(
+            conn, hosts=flt.hosts, vms=flt.vms, window=(window.since, window.until)
+        )
+    red = Redactor()
+    export = _Export({}, ColumnsJob(window.since, window.until, chosen), red)
+    export.work_on(store)
+    try:
+        if result is None:
+            result = await TimelineQueries(store).timeline(window, flt)
+        records = await _records(store, window, flt, result, chosen, red)
+    except BaseException:
+        await export.stop()
+        raise
+    export.work_on(store)
+
+    vms: dict[tuple[str, str], str] = {(h, u): n for h, u, n in result.vms()}
+    for s in chosen.values():
+        if s.vm_uuid:
+            vms.setdefault((s.host, s.vm_uuid), s.vm_name)
+    hosts = sorted({*result.hosts(), *(s.host for s in chosen.values()), *flt.hosts})
+    if flt.hosts:
+        hosts = [h for h in hosts if h in flt.hosts]
+    at = time.time() if now is None else now
+    export.doc = red.value(
+        {
+            "schema": EXPORT_SCHEMA,
+            "schema_version": EXPORT_SCHEMA_VERSION,
+            "generated_at": iso_utc(at),
+            "generated_by": generated_by,
+            "window": {
+                "since": window.since,
+                "until": window.until,
+                "since_iso": iso_utc(window.since),
+                "until_iso": iso_utc(window.until),
+            },
+            "filter": flt.to_dict(),
+            "truncated": records["truncated"] or result.truncated,
+            "hosts": [
+                {
+                    "host": hh,
+                    "uri": records["uris"].get(hh),
+                    "facts": _facts(facts[hh]) if facts and hh in facts else None,
+                    "connection": records["connections"].get(hh, []),
+                    "vms": [{"uuid": uu, "name": n} for (h2, uu), n in vms.items() if h2 == hh],
+                }
+                for hh in hosts
+            ],
+            "timeline": [entry_to_dict(entry) for entry in result.entries],
+            "errors": records["errors"],
+            "health": {"results": records["results"], "alerts": records["alerts"]},
+            "audit": records["audit"],
+            "metrics": {
+                "resolution": "minute",
+                "step": STEP_S,
+                "arrays": list(ARRAYS),
+                "series": [],
+            },
+        }
+    )
+    return export
 
 
 async def build_export(
@@ -240,78 +381,79 @@ async def build_export(
     """The export document of `window` (already redacted). `facts` are the live hosts'
     facts when the caller has them (the screen does; the store does not keep them).
     Pass `result` when the timeline of this window and filter is already at hand.
+    (`export_to` writes the same document without holding its series in memory.)
 
-    Metrics: every series of the hosts in scope with minutes in the window (with `--vm`
-    those VMs' and their hosts'), read by the database on one reader connection while
-    this one assembles the rest, then on both."""
-    flt = flt or TimelineFilter()
-    tq = TimelineQueries(store)
-    async with store.reader.connect() as conn:
-        chosen = await catalogue(conn, hosts=flt.hosts, vms=flt.vms)
-    job = ColumnsJob(window.since, window.until, chosen)
-
-    async def read_series() -> None:
-        async with store.reader.connect() as conn:
-            await job.work(conn)
-
-    worker = asyncio.create_task(read_series())
+    Metrics: every series of the hosts in scope with minutes in the window (with a VM
+    filter those VMs' and their hosts'), the arrays as JSON text the database wrote."""
+    export = await _start(store, window, flt, facts, now, generated_by, result)
     try:
-        if result is None:
-            result = await tq.timeline(window, flt)
-        red = Redactor()
-        doc = await _records(store, window, flt, result, chosen, red, job)
-        await worker
+        series = [s async for s in export.series()]
     finally:
-        if not worker.done():
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await export.stop()
+    export.doc["metrics"]["series"] = series
+    return export.doc
 
-    columns = job.result()
-    vms: dict[tuple[str, str], str] = {(h, u): n for h, u, n in result.vms()}
-    for c in columns:
-        if c.series.vm_uuid:
-            vms.setdefault((c.series.host, c.series.vm_uuid), c.series.vm_name)
-    hosts = sorted({*result.hosts(), *(c.series.host for c in columns), *flt.hosts})
-    if flt.hosts:
-        hosts = [h for h in hosts if h in flt.hosts]
-    at = time.time() if now is None else now
-    out = {
-        "schema": EXPORT_SCHEMA,
-        "schema_version": EXPORT_SCHEMA_VERSION,
-        "generated_at": iso_utc(at),
-        "generated_by": generated_by,
-        "window": {
-            "since": window.since,
-            "until": window.until,
-            "since_iso": iso_utc(window.since),
-            "until_iso": iso_utc(window.until),
-        },
-        "filter": flt.to_dict(),
-        "truncated": doc["truncated"] or result.truncated,
-        "hosts": [
-            {
-                "host": hh,
-                "uri": doc["uris"].get(hh),
-                "facts": _facts(facts[hh]) if facts and hh in facts else None,
-                "connection": doc["connections"].get(hh, []),
-                "vms": [{"uuid": uu, "name": n} for (h2, uu), n in vms.items() if h2 == hh],
-            }
-            for hh in hosts
-        ],
-        "timeline": [entry_to_dict(entry) for entry in result.entries],
-        "errors": doc["errors"],
-        "health": {"results": doc["results"], "alerts": doc["alerts"]},
-        "audit": doc["audit"],
-        "metrics": {
-            "resolution": "minute",
-            "step": STEP_S,
-            "arrays": list(ARRAYS),
-            "series": [_series_doc(c) for c in columns],
-        },
-    }
-    redacted: dict[str, Any] = red.value(out)
-    return redacted
+
+async def export_to(
+    store: Store,
+    window: Window,
+    out: IO[str],
+    flt: TimelineFilter | None = None,
+    *,
+    facts: Mapping[str, HostFacts] | None = None,
+    now: float | None = None,
+    generated_by: str = "virtwatch",
+) -> Sequence[str]:
+    """Write the export document of `window` to `out` as `build_export` makes it, each
+    series as soon as the database has written it (never the whole document in memory);
+    returns `summarize`'s words."""
+    export = await _start(store, window, flt, facts, now, generated_by, None)
+    try:
+        head, tail = _around_series(export.doc)
+        out.write(head)
+        n = minutes = 0
+        async for series in export.series():
+            if n:
+                out.write(",")
+            for piece in _series_pieces(series):
+                out.write(piece)
+            n += 1
+            minutes += int(series["n"])
+        out.write(tail)
+        out.write("\n")
+    finally:
+        await export.stop()
+    return _summary(export.doc, n, minutes)
+
+
+async def write_window(
+    store: Store,
+    window: Window,
+    path: Path,
+    flt: TimelineFilter | None = None,
+    *,
+    facts: Mapping[str, HostFacts] | None = None,
+    generated_by: str = "virtwatch",
+) -> Sequence[str]:
+    """`export_to` a file readable by its owner only (it names users and VMs), replaced
+    whole: a failed export leaves no half file."""
+    fh, tmp, path = await asyncio.to_thread(_open_private, path)
+    try:
+        with fh:
+            words = await export_to(store, window, fh, flt, facts=facts, generated_by=generated_by)
+        await asyncio.to_thread(os.replace, tmp, path)
+    except BaseException:
+        await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        raise
+    return words
+
+
+def _open_private(path: Path) -> tuple[IO[str], Path, Path]:
+    """A new temporary file next to `path`, mode 0600: (the file, its path, `path`)."""
+    path = path.expanduser()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8"), tmp, path
 
 
 async def _records(
@@ -321,10 +463,8 @@ async def _records(
     result: TimelineResult,
     chosen: Mapping[int, Any],
     red: Redactor,
-    job: ColumnsJob,
 ) -> dict[str, Any]:
-    """The window's errors, health, audit and connections (redacted rows); then this
-    connection joins `job` until every series is read."""
+    """The window's errors, health, audit and connections (redacted rows)."""
     lo, hi = round(window.since * 1000), round(window.until * 1000)
     truncated = False
     # the hosts and VMs the records are narrowed to (none: every host)
@@ -340,7 +480,7 @@ async def _records(
 
         async def fetch(q: Any) -> list[Any]:
             nonlocal truncated
-            rows = list(await conn.execute(q))
+            rows: list[Any] = list((await conn.execute(q)).all())
             truncated |= len(rows) > MAX_RECORDS
             return rows[:MAX_RECORDS]
 
@@ -432,7 +572,6 @@ async def _records(
             connections.setdefault(host, []).append(
                 {"at": at_ms / 1000, "state": state, "message": message}
             )
-        await job.work(conn)
     return {
         "truncated": truncated,
         "errors": errors,
@@ -453,7 +592,7 @@ def _pieces(doc: Mapping[str, Any]) -> Iterator[str]:
 
     def hole(v: Any) -> Any:
         if isinstance(v, RawJson):
-            raws.append(v)
+            raws.append(v.text)
             return f"\x00{nonce}:{len(raws) - 1}\x00"
         return v
 
@@ -468,6 +607,28 @@ def _pieces(doc: Mapping[str, Any]) -> Iterator[str]:
         yield raws[int(m.group(1))]
         at = m.end()
     yield text[at:]
+
+
+def _series_pieces(series: Mapping[str, Any]) -> Iterator[str]:
+    """One series as compact JSON, in pieces: its header, then its arrays verbatim."""
+    header = {k: v for k, v in series.items() if not isinstance(v, RawJson)}
+    yield json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)[:-1]
+    for k, v in series.items():
+        if isinstance(v, RawJson):
+            yield f",{json.dumps(k)}:"
+            yield v.text
+    yield "}"
+
+
+def _around_series(doc: Mapping[str, Any]) -> tuple[str, str]:
+    """The document's JSON before and after the text of its series list."""
+    marker = f"series-{secrets.token_hex(8)}"
+    metrics = {**doc["metrics"], "series": marker}
+    text = json.dumps(
+        {**doc, "metrics": metrics}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
+    head, tail = text.split(f'"{marker}"')
+    return head + "[", "]" + tail
 
 
 def export_json(doc: Mapping[str, Any]) -> str:
@@ -515,11 +676,14 @@ def default_export_name(window: Window) -> str:
 def summarize(doc: Mapping[str, Any]) -> Sequence[str]:
     """A few words for a toast or stderr: what went into the document."""
     series = doc["metrics"]["series"]
-    minutes = sum(int(s["n"]) for s in series)
+    return _summary(doc, len(series), sum(int(s["n"]) for s in series))
+
+
+def _summary(doc: Mapping[str, Any], series: int, minutes: int) -> Sequence[str]:
     return [
         f"{len(doc['timeline'])} timeline entries, {len(doc['errors'])} errors, "
         f"{len(doc['audit'])} actions, {len(doc['health']['results'])} health results",
-        f"{len(series)} metric series ({minutes} minutes) of {len(doc['hosts'])} host(s)",
+        f"{series} metric series ({minutes} minutes) of {len(doc['hosts'])} host(s)",
     ]
 
 
@@ -548,12 +712,11 @@ class StoreIncidents:
     ) -> tuple[Path, Sequence[str]]:
         """Write the window's export next to `directory` (default: the current one);
         returns the file and a few words on what went in."""
-        doc = await build_export(
-            self._store, window, flt, facts=facts, generated_by=self._generated_by
-        )
         target = (directory or Path.cwd()) / default_export_name(window)
-        path = await asyncio.to_thread(write_export, doc, target)
-        return path, summarize(doc)
+        words = await write_window(
+            self._store, window, target, flt, facts=facts, generated_by=self._generated_by
+        )
+        return target, words
 
     async def vm_events(
         self, host: str, vm_uuid: str, since: float, until: float

@@ -7,15 +7,16 @@ Values are rounded by `rounded`; the SQL here computes exactly the same numbers.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from virtwatch.core.spikewatch import Series
@@ -24,7 +25,7 @@ from virtwatch.storage.models import Metric, MetricMinute
 MINUTE_MS = 60_000
 STEP_S = 60
 ARRAYS = ("count", "avg", "min", "max", "p95")  # the arrays of a series, in this order
-IDS_PER_CHUNK = 64  # series per query: small enough that two connections share the work
+IDS_PER_CHUNK = 32  # series per query: small enough that two connections share the work evenly
 _WHOLE_MAX = 4503599627370496.0  # 2**52: above it a double has no fraction left to round
 _TABLE = MetricMinute.__tablename__
 
@@ -149,19 +150,27 @@ class MinuteColumns:
 
 
 async def catalogue(
-    conn: AsyncConnection, *, hosts: Collection[str] = (), vms: Collection[str] = ()
+    conn: AsyncConnection,
+    *,
+    hosts: Collection[str] = (),
+    vms: Collection[str] = (),
+    window: tuple[float, float] | None = None,
 ) -> dict[int, Series]:
     """metric id -> Series of every stored series of `hosts` (all hosts when empty). With
     `vms` (names or UUIDs): only those VMs' series and the host series of their hosts.
+    With `window` (since, until): only series with a minute in it (one index probe each).
     In export order: by host, the host's own series first, then VMs by name, metrics by
     name."""
-    m = Metric
+    m, t = Metric, MetricMinute
     q = select(m.id, m.host, m.vm_uuid, m.vm_name, m.name)
     if hosts:
         q = q.where(m.host.in_(sorted(hosts)))
     if vms:
         names = sorted(vms)
         q = q.where(or_(m.vm_uuid == "", m.vm_uuid.in_(names), m.vm_name.in_(names)))
+    if window is not None:
+        lo, hi = math.floor(window[0] * 1000), math.floor(window[1] * 1000)
+        q = q.where(exists().where(t.metric_id == m.id, t.ts_ms >= lo, t.ts_ms < hi).correlate(m))
     rows = (await conn.execute(q.order_by(m.host, m.vm_name, m.vm_uuid, m.name))).all()
     if vms:
         vm_hosts = {host for _, host, uuid, _, _ in rows if uuid}
@@ -173,10 +182,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+class ColumnsFailed(Exception):
+    """A connection reading a `ColumnsJob` failed: what it had not read is missing."""
+
+
 class ColumnsJob:
     """Reads the minute columns of `series` in [since, until) a chunk of series per query.
     Every connection handed to `work` takes chunks until none is left, so a second
-    connection joining later shares what remains; `result()` is in `series` order.
+    connection joining later shares what remains. `stream()` yields the series in
+    `series` order as soon as their chunk is read; `result()` is all of them, once read.
 
     `plan_ok` judges a SQLite plan (default `key_ordered`); when it refuses, the minute
     starts are read too and every series is put in time order in Python (slow, exact)."""
@@ -193,13 +207,41 @@ class ColumnsJob:
         self._lo, self._hi = math.floor(since * 1000), math.floor(until * 1000)
         self._series = series
         ids = list(series)
-        self._todo = deque(ids[i : i + ids_per_chunk] for i in range(0, len(ids), ids_per_chunk))
+        self._chunks = [ids[i : i + ids_per_chunk] for i in range(0, len(ids), ids_per_chunk)]
+        self._todo = deque(enumerate(self._chunks))
+        self._read_chunks = [asyncio.Event() for _ in self._chunks]  # read, or never will be
+        self._read_ok = [False for _ in self._chunks]
         self._found: dict[int, MinuteColumns] = {}
         self._plan_ok = plan_ok
+        self._error: BaseException | None = None
 
     async def work(self, conn: AsyncConnection) -> None:
-        while self._todo:
-            await self._read(conn, self._todo.popleft())
+        """Read chunks on `conn` until none is left (or another connection failed)."""
+        try:
+            while self._todo and self._error is None:
+                k, ids = self._todo.popleft()
+                await self._read(conn, ids)
+                self._read_ok[k] = True
+                self._read_chunks[k].set()
+        except BaseException as err:
+            if self._error is None:
+                self._error = err
+            for done in self._read_chunks:  # wake `stream`: nothing more is coming
+                done.set()
+            raise
+
+    async def stream(self) -> AsyncIterator[MinuteColumns]:
+        """Every series with minutes in the window, in order, each as soon as it is read
+        (someone must be running `work`). ColumnsFailed when a worker failed."""
+        for k, ids in enumerate(self._chunks):
+            await self._read_chunks[k].wait()
+            if not self._read_ok[k]:
+                err = self._error
+                raise ColumnsFailed(str(err) or type(err).__name__ if err else "not read")
+            for mid in ids:
+                found = self._found.get(mid)
+                if found is not None:
+                    yield found
 
     def result(self) -> list[MinuteColumns]:
         return [self._found[i] for i in self._series if i in self._found]
