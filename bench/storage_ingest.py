@@ -1,7 +1,8 @@
 """Ingest through the store writer vs raw `sqlite3.executemany`, and the event-loop
 stalls meanwhile, all in one run.
 
-    .venv/bin/python -m bench.storage_ingest [ROWS] [--rounds N] [--curve 250,500,...]
+    .venv/bin/python -m bench.storage_ingest [ROWS] [--rounds N] [--curve 2000,500,...]
+                                             [--gc-freeze]
 
 Each round, on fresh database files (the same schema: WAL, synchronous=FULL):
 - floor: the rows through plain sqlite3 `executemany`, one transaction, on the main
@@ -14,18 +15,23 @@ Each round, on fresh database files (the same schema: WAL, synchronous=FULL):
 - raw-thread: the same rows through plain sqlite3 `executemany` in a thread, shaped like
   the writer's work (statements of `MAX_ROWS_PER_STATEMENT` rows, transactions of
   `MAX_ROWS_PER_FLUSH`): what moving the work off the loop costs the loop by itself (the
-  GIL, the second busy thread), with none of our code on the loop.
+  GIL, a second busy thread), with none of our code on the loop.
 - idle: nothing but the ticker, as long as the writer took: this machine's own noise.
 A ticker on the loop (`asyncio.sleep(1 ms)` in a loop) records how late every wake-up
 is, for the whole of each phase: that lateness is the stall any task would have seen.
-Where Linux schedstat is readable the ticker also records how much of each stall the
-loop thread spent runnable but waiting for a CPU (other processes, our own threads);
-the rest is the GIL and our own callbacks. Stall figures pool every tick of every
+Each late tick is then split: the time the loop thread waited runnable for a CPU (Linux
+schedstat: other processes, our own threads), the time spent in full garbage
+collections (they hold the GIL, whichever thread runs them), and the rest: the GIL held
+by another thread, and the loop's own callbacks. Stall figures pool every tick of every
 round; rates are medians of rounds, ratios per round against the same round's floor.
+Also: the longest step of the writer's own tasks (loop-thread CPU), and what one full
+collection costs with the writer's buffer empty and full.
 
 `--curve` repeats the writer and raw-thread phases with other statement sizes (it sets
 `store.MAX_ROWS_PER_STATEMENT` for the run) to show the throughput/stall trade-off.
-Also the writer into PostgreSQL when $VIRTWATCH_BENCH_PG is a URL.
+`--gc-freeze` calls `gc.freeze()` after the setup, as an app can once it has started, so
+full collections skip the startup heap. Also the writer into PostgreSQL when
+$VIRTWATCH_BENCH_PG is a URL.
 """
 
 from __future__ import annotations
