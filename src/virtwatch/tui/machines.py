@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
@@ -53,8 +54,9 @@ STATE_STYLE = {
     DomainState.PMSUSPENDED: "cyan",
 }
 DEFAULT_STALE_AFTER_S = 10.0
-MAX_DRAWN_CELLS = 5_000  # rendered cells kept (a few screens' worth)
-MAX_DRAWN_ROWS = 1_000  # assembled rows kept
+MAX_DRAWN_CELLS = 10_000  # rendered cells kept (one entry per cell, replaced on change)
+MAX_DRAWN_ROWS = 1_000  # assembled rows kept (one entry per row, replaced on change)
+LINE_CACHE = 256  # DataTable's line caches: a frame's lines (each change starts afresh)
 
 
 class KeyedText(Text):
@@ -82,6 +84,15 @@ class _Row:
     shown: bool
     sort_key: SortKey  # by the current sort column, from the raw sample
     dirty: bool = False  # sample, mark, activity or age moved on since `cells`
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """What every line of one paint shares."""
+
+    style: Style  # the table's base style
+    columns: tuple[tuple[ColumnKey, int], ...]  # (key, render width) in display order
+    width: int  # their total
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +170,23 @@ class MachineTable(DataTable[Text]):
         self.read_only = False  # hides the action keys
         self._written: set[str] = set()  # rows whose cells were written since `_touch`
         self._widest: dict[str, int] = {}  # column -> widest text it has held
-        self._cells_drawn: dict[tuple[object, ...], tuple[Text, SegmentLines]] = {}
-        self._rows_drawn: dict[tuple[object, ...], tuple[SegmentLines, SegmentLines]] = {}
+        # (row, column) -> (the Text drawn, what else the drawing depends on, lines)
+        self._cells_drawn: dict[
+            tuple[RowKey, ColumnKey], tuple[Text, tuple[object, ...], SegmentLines]
+        ] = {}
+        # (row, line) -> (what the assembly depends on, the assembled row)
+        self._rows_drawn: dict[
+            tuple[RowKey, int], tuple[tuple[object, ...], tuple[SegmentLines, SegmentLines]]
+        ] = {}
+        # DataTable keys these by its update count, which moves on with nearly every
+        # update: entries of earlier counts are never used again, only kept alive
+        self._line_cache.maxsize = LINE_CACHE
+        self._row_render_cache.maxsize = LINE_CACHE
+        self._row_renderable_cache.maxsize = LINE_CACHE
         self._row_version: dict[str, int] = {}  # row key -> new number when a cell changes
         self._versions = 0  # the last number handed out (never reused)
         self._widths_version = 0  # bumped when a column width or the columns change
+        self._frame: _Frame | None = None  # set while a paint is under way
 
     # --- structure ------------------------------------------------------------
 
@@ -355,10 +378,9 @@ class MachineTable(DataTable[Text]):
                 row_key, line_no, base_style, cursor_location, hover_location
             )
         self._ensure(row_key.value or "")
+        slot = (row_key, line_no)
         key = (
-            row_key,
             row_index,
-            line_no,
             base_style,
             self._row_version.get(row_key.value or "", 0),
             self._widths_version,
@@ -371,16 +393,88 @@ class MachineTable(DataTable[Text]):
             self.scroll_x,  # fixed and scrolling parts are split by the horizontal scroll
             self.size.width,  # the last column is padded out to the table's width
         )
-        hit = self._rows_drawn.get(key)
-        if hit is not None:
-            return hit
-        pair = super()._render_line_in_row(
-            row_key, line_no, base_style, cursor_location, hover_location
-        )
+        hit = self._rows_drawn.get(slot)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        frame = self._frame
+        if frame is None or line_no or not self._plain_layout():
+            pair = super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        else:
+            pair = self._assemble_row(
+                row_key,
+                row_index,
+                base_style,
+                cursor_location.row == row_index,
+                hover_location.row == row_index,
+                frame,
+            )
         if len(self._rows_drawn) > MAX_DRAWN_ROWS:
             self._rows_drawn.clear()
-        self._rows_drawn[key] = pair
+        self._rows_drawn[slot] = (key, pair)
         return pair
+
+    def _plain_layout(self) -> bool:
+        """The table as this pane builds it: row cursor, one-line rows, no labels, no
+        fixed rows or columns, no zebra stripes (`_assemble_row` draws only this)."""
+        return (
+            self.cursor_type == "row"
+            and not self.fixed_columns
+            and not self.fixed_rows
+            and not self.zebra_stripes
+            and not self._should_render_row_labels
+        )
+
+    def _assemble_row(
+        self,
+        row_key: RowKey,
+        row_index: int,
+        base_style: Style,
+        cursor: bool,
+        hover: bool,
+        frame: _Frame,
+    ) -> tuple[SegmentLines, SegmentLines]:
+        """A data row as DataTable assembles it in `_render_line_in_row` for this
+        layout, with the column widths and base style read once per frame rather than
+        once per row."""
+        cells: SegmentLines = [
+            self._cell_lines(row_key, key, row_index, i, base_style, width, cursor, hover)[0]
+            for i, (key, width) in enumerate(frame.columns)
+        ]
+        extend, _ = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            False,
+            False,
+        )
+        extend = base_style + extend
+        extend += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        cells.append([Segment(" " * max(0, self.size.width - frame.width), extend)])
+        return [], cells
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # what DataTable works out again for every line, once per frame
+        columns = tuple((c.key, c.get_render_width(self)) for c in self.ordered_columns)
+        self._frame = _Frame(self.rich_style, columns, sum(w for _, w in columns))
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
+    def render_line(self, y: int) -> Strip:
+        frame = self._frame
+        if frame is None or self.fixed_rows:
+            return super().render_line(y)
+        scroll_x, scroll_y = self.scroll_offset
+        if y >= (self.header_height if self.show_header else 0):
+            y += scroll_y
+        return self._render_line(y, scroll_x, scroll_x + self.size.width, frame.style)
 
     def _render_cell(
         self,
@@ -400,10 +494,24 @@ class MachineTable(DataTable[Text]):
         column_key = self._column_locations.get_key(column_index)
         if row_key is None or column_key is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        return self._cell_lines(
+            row_key, column_key, row_index, column_index, base_style, width, cursor, hover
+        )
+
+    def _cell_lines(
+        self,
+        row_key: RowKey,
+        column_key: ColumnKey,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> SegmentLines:
         value = self._data[row_key][column_key]
+        slot = (row_key, column_key)
         key = (
-            row_key,
-            column_key,
             row_index,  # part of the mouse metadata DataTable adds to the style
             base_style,
             width,
@@ -412,13 +520,14 @@ class MachineTable(DataTable[Text]):
             self._show_hover_cursor,
             self._pseudo_class_state,
         )
-        hit = self._cells_drawn.get(key)
-        if hit is not None and hit[0] is value:  # the entry holds `value`: ids cannot recur
-            return hit[1]
+        hit = self._cells_drawn.get(slot)
+        # the entry holds `value`, so its id cannot have been reused
+        if hit is not None and hit[0] is value and hit[1] == key:
+            return hit[2]
         lines = self._draw_cell(value, row_index, column_index, base_style, width, cursor, hover)
         if len(self._cells_drawn) > MAX_DRAWN_CELLS:
             self._cells_drawn.clear()
-        self._cells_drawn[key] = (value, lines)
+        self._cells_drawn[slot] = (value, key, lines)
         return lines
 
     def _draw_cell(
