@@ -504,11 +504,13 @@ async def _records(
         where_h: list[Any] = [h.at_ms >= lo, h.at_ms < hi]
         if scope:
             where_h.append(or_(h.host.is_(None), h.host.in_(scope)))
+        states = {s.value: str(s.label) for s in HealthState}  # a day has ~30,000 results
         results = red.rows(
             _names(_RESULT_COLS),
             (
-                (check, subject, host, _label(HealthState, state), _label(HealthState, raw),
-                 value, unit, warn, crit, msg, at_ms / 1000)
+                (check, subject, host, states.get(state) or _label(HealthState, state),
+                 states.get(raw) or _label(HealthState, raw), value, unit, warn, crit, msg,
+                 at_ms / 1000)
                 for check, subject, host, state, raw, value, unit, warn, crit, msg, at_ms
                 in await fetch(_rows_query(h, _RESULT_COLS, *where_h, order=("at_ms", "id")))
             ),

@@ -189,8 +189,9 @@ class ColumnsFailed(Exception):
 class ColumnsJob:
     """Reads the minute columns of `series` in [since, until) a chunk of series per query.
     Every connection handed to `work` takes chunks until none is left, so a second
-    connection joining later shares what remains. `stream()` yields the series in
-    `series` order as soon as their chunk is read; `result()` is all of them, once read.
+    connection joining later shares what remains. `stream()` hands the series over in
+    `series` order as soon as their chunk is read, keeping none (a day of 100 VMs is
+    ~48 MB of text); or, without it, `result()` is all of them once every chunk is read.
 
     `plan_ok` judges a SQLite plan (default `key_ordered`); when it refuses, the minute
     starts are read too and every series is put in time order in Python (slow, exact)."""
@@ -239,7 +240,7 @@ class ColumnsJob:
                 err = self._error
                 raise ColumnsFailed(str(err) or type(err).__name__ if err else "not read")
             for mid in ids:
-                found = self._found.get(mid)
+                found = self._found.pop(mid, None)  # handed over, not kept
                 if found is not None:
                     yield found
 
