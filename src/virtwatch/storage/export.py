@@ -288,8 +288,8 @@ class _Export:
         for worker in self._workers:
             if not worker.done():
                 worker.cancel()
-        for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError, ColumnsFailed):
+        for worker in self._workers:  # a worker's error is `series()`'s to raise, not this
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
 
 
