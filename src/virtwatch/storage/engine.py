@@ -8,10 +8,10 @@ One writer engine (one connection) and a separate read-only reader engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -69,6 +69,11 @@ def _sqlite_begin_reader(conn: Any) -> None:
 
 def make_engine(url: str, *, reader: bool = False) -> AsyncEngine:
     """The writer engine (one connection), or with `reader=True` a read-only one."""
+    # SQLAlchemy loads with the first engine: `db_url` and `sqlite_path` stay cheap for
+    # the command line, which parses --db long before (or without) opening a database
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is not None and not reader:

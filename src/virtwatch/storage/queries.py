@@ -34,7 +34,7 @@ from virtwatch.core.records import (
     TaskUpdate,
 )
 from virtwatch.core.uri import redact_text
-from virtwatch.storage import migrate, retention
+from virtwatch.storage import retention
 from virtwatch.storage.models import (
     Audit,
     DomainEventRow,
@@ -49,6 +49,7 @@ from virtwatch.storage.models import (
     RollupState,
     TaskLog,
 )
+from virtwatch.storage.revision import current_revision
 from virtwatch.storage.store import Store
 
 RAW_MAX_S = 2 * 3600
@@ -577,7 +578,7 @@ class Queries:
         """Row counts per table and tier, sizes, oldest and newest times, watermarks."""
         tables: list[TableStats] = []
         async with self._store.reader.connect() as conn:
-            revision = await conn.run_sync(migrate.current_revision)
+            revision = await conn.run_sync(current_revision)
             for tier in (MetricSample, MetricMinute, MetricHour):
                 tables.append(await _sample_table_stats(conn, tier))
             record_tables: tuple[tuple[Any, Any], ...] = (

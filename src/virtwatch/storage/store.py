@@ -31,7 +31,7 @@ from virtwatch.core.records import (
 )
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
-from virtwatch.storage import migrate, rows
+from virtwatch.storage import revision, rows
 from virtwatch.storage.engine import make_engine
 from virtwatch.storage.models import (
     Audit,
@@ -83,7 +83,8 @@ class StoreState(enum.StrEnum):
 
 
 class Store:
-    """`async with Store(url) as store:` opens the database and runs migrations."""
+    """`async with Store(url) as store:` opens the database and, when its schema is
+    behind, runs the migrations (Alembic loads only then)."""
 
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
@@ -142,10 +143,16 @@ class Store:
             )
         self._engine = make_engine(self.url)
         try:
-            if self._run_migrations:
+            # a cheap read first: a database already at the head needs no Alembic at all
+            current = await revision.revision_of(self._engine)
+            if self._run_migrations and current != revision.HEAD_REVISION:
+                from virtwatch.storage import migrate  # Alembic loads only to migrate
+
                 self.migrated_from, self.revision = await migrate.upgrade(self._engine)
             else:
-                self.revision = await migrate.revision_of(self._engine)
+                self.revision = current
+                if self._run_migrations:
+                    self.migrated_from = current
         except Exception as err:
             await self._engine.dispose()
             self._engine = None

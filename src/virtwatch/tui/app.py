@@ -115,6 +115,8 @@ class VirtwatchApp(App[None]):
         self.config_path = config_path
         self.cursor_blink = cursor_blink
         self.board = DashboardState()
+        # set once the first snapshot's table has been painted (the start is over)
+        self.first_table = asyncio.Event()
         self.flow = ActionFlow(
             actions,
             notify=self._notify,
@@ -181,6 +183,8 @@ class VirtwatchApp(App[None]):
         self.board.snapshots[snap.host] = snap
         self.dashboard.show_snapshot(snap)
         self._screen_data_changed()
+        if not self.first_table.is_set():
+            self.call_after_refresh(self.first_table.set)
 
     def on_record_arrived(self, message: RecordArrived) -> None:
         r = message.record

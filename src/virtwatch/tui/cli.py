@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -45,36 +47,23 @@ from virtwatch.core.records import AuditRecord, TaskUpdate
 from virtwatch.core.reporter import reporter_settings
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.core.tasks import TaskRunner, task_settings
-from virtwatch.core.timeline import (
-    TimelineFilter,
-    Window,
-    entry_line,
-    entry_to_dict,
-    parse_kinds,
-    parse_severity,
-    parse_when,
-)
 from virtwatch.core.uri import redact_text, redact_uri
 from virtwatch.storage.engine import db_url, sqlite_path
-from virtwatch.storage.export import (
-    EXPORT_SCHEMA_VERSION,
-    StoreIncidents,
-    build_export,
-    dump_export,
-    redact_document,
-    summarize,
-    write_export,
-)
-from virtwatch.storage.migrate import head_revision
-from virtwatch.storage.queries import Queries
-from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import TimelineQueries
-from virtwatch.storage.writer import StoreWriter
+
+# Each command imports the rest of what it needs itself: the dashboard paints its first
+# table without SQLAlchemy's migration tool, the export and timeline code, or Textual for
+# the commands without a screen (each costs a noticeable part of a second at start)
+if TYPE_CHECKING:
+    from virtwatch.core.timeline import TimelineFilter, Window
+    from virtwatch.storage.store import Store
+    from virtwatch.storage.writer import StoreWriter
 
 FALLBACK_URI = "qemu:///system"
 PROBE_TIMEOUT_S = 5.0
 EXIT_FAILURE = 2
 EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAILED
+GC_PAUSE_MAX_S = 10.0  # the dashboard's garbage collector waits this long at most for a table
+GC_AFTER_PAINT_S = 0.2
 
 
 def default_db_path() -> Path:
@@ -278,7 +267,18 @@ def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
 
 
 async def run_dashboard(args: argparse.Namespace) -> int:
+    gc.disable()  # until the first table is on screen: see `collect_after_start`
+    try:
+        return await _dashboard(args)
+    finally:
+        gc.enable()
+
+
+async def _dashboard(args: argparse.Namespace) -> int:
+    from virtwatch.storage.export import StoreIncidents  # the timeline screen's source
+    from virtwatch.storage.queries import Queries
     from virtwatch.storage.settings import parse_storage
+    from virtwatch.storage.store import Store
     from virtwatch.tui.bindings import DetailsService
     from virtwatch.tui.factory import make_app  # Textual loads only for the screen
     from virtwatch.tui.settings import default_config_path
@@ -292,11 +292,10 @@ async def run_dashboard(args: argparse.Namespace) -> int:
         chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
     hosts = hosts_from(config, args, chosen)
     hub = Hub()
-    async with (
-        Store(db_url(args.db or storage.db or default_db_path())) as store,
-        recording(config, hosts, hub, store) as (rt, _writer),
-        DetailsService(rt.pools, hub) as details,
-    ):
+    async with Store(db_url(args.db or storage.db or default_db_path())) as store:
+        rt = build_runtime(config, hosts, hub)
+        # the app subscribes to the hub as it is made: before the runtime publishes
+        # anything, so the very first snapshot reaches the screen
         app = make_app(
             hub,
             config=config,
@@ -306,13 +305,36 @@ async def run_dashboard(args: argparse.Namespace) -> int:
             theme=args.theme,
             refresh_s=args.refresh,
             runner=rt.tasks,
-            sources=rt.pools,
+            sources=rt.pools,  # filled as the runtime opens
             queries=Queries(store),
-            details=details,
             timeline=StoreIncidents(store, generated_by=f"virtwatch {__version__}"),
         )
-        await app.run_async()
+        async with (
+            recording(config, rt, hub, store),
+            DetailsService(rt.pools, hub) as details,
+        ):
+            app.details_source = details  # its loaders need the open pools
+            collecting = asyncio.create_task(collect_after_start(app.first_table))
+            try:
+                await app.run_async()
+            finally:
+                collecting.cancel()
     return 0
+
+
+async def collect_after_start(first_table: asyncio.Event) -> None:
+    """Python's cyclic garbage collector is paused while the dashboard starts: start-up
+    allocates a great deal and frees little, and each full collection walked every object
+    of every module just imported (0.1-0.2 s here, several times, while the screen
+    waited). Once the first table is on screen (or after GC_PAUSE_MAX_S, when no host
+    answers), one collection clears what start-up left, and what survives (modules, the
+    app: they live as long as the process) is frozen, so no later collection walks it."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(first_table.wait(), GC_PAUSE_MAX_S)
+    await asyncio.sleep(GC_AFTER_PAINT_S)  # the frame reaches the terminal first
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
 
 async def run_snapshot(args: argparse.Namespace) -> int:
@@ -333,6 +355,9 @@ async def run_snapshot(args: argparse.Namespace) -> int:
 
 
 async def run_db(args: argparse.Namespace) -> int:
+    from virtwatch.storage.queries import Queries
+    from virtwatch.storage.store import Store
+
     url = db_url(args.db or default_db_path())
     if args.db_command == "stats":
         path = sqlite_path(url)
@@ -405,12 +430,15 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
 
 @contextlib.asynccontextmanager
 async def recording(
-    config: Config, hosts: Sequence[HostConfig], hub: Hub, store: Store
-) -> AsyncIterator[tuple[Runtime, StoreWriter]]:
+    config: Config, rt: Runtime, hub: Hub, store: Store
+) -> AsyncIterator[StoreWriter]:
     """Everything that watches and remembers, for the dashboard and the recorder alike:
-    the store writer (opens first and closes last, so the runtime's final reports are
-    kept), the runtime, the health checks and the spike and drift watchers."""
+    the store writer (subscribed before the runtime opens and closed after it, so the
+    runtime's first and final reports are kept), the runtime `rt` (built by the caller,
+    who may hand its parts out before it opens), the health checks and the spike and
+    drift watchers."""
     from virtwatch.storage.settings import parse_storage
+    from virtwatch.storage.writer import StoreWriter
 
     storage = parse_storage(config.section("storage"), config.path)
     writer = StoreWriter(
@@ -422,16 +450,17 @@ async def recording(
     )
     async with (
         writer,
-        build_runtime(config, hosts, hub) as rt,
+        rt,
         health_monitor(rt, hub, writer, config),
         watchers(rt, store, hub, config),
     ):
-        yield rt, writer
+        yield writer
 
 
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
     from virtwatch.storage.settings import parse_storage
+    from virtwatch.storage.store import Store
 
     config = config_from(args)
     storage = parse_storage(config.section("storage"), config.path)
@@ -446,7 +475,7 @@ async def run_record(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with Store(db_url(args.db or storage.db or default_db_path())) as store:
-            async with recording(config, hosts, hub, store) as (_rt, writer):
+            async with recording(config, build_runtime(config, hosts, hub), hub, store) as writer:
                 names = ", ".join(h.label for h in hosts)
                 print(
                     f"virtwatch: recording {names} into {redact_text(store.url)}; "
@@ -470,6 +499,8 @@ async def run_record(args: argparse.Namespace) -> int:
 async def run_vm(args: argparse.Namespace) -> int:
     """One action as a background task; its audit row (and task log) go to the store.
     Exit 0 when verified, 1 when ignored/failed, 2 on an error (missing VM, ...)."""
+    from virtwatch.storage.store import Store
+
     prepare_libvirt()
     LibvirtEventThread.ensure_running()  # before the first open: reboots are seen as events
     uri, _explicit = resolve_uri(args.uri)
@@ -513,6 +544,9 @@ async def run_vm(args: argparse.Namespace) -> int:
 
 async def _history_store(db: str | None) -> Store:
     """The database to read history from: it must exist and be at the current schema."""
+    from virtwatch.storage.revision import HEAD_REVISION
+    from virtwatch.storage.store import Store
+
     url = db_url(db or default_db_path())
     path = sqlite_path(url)
     if path is not None and not path.exists():
@@ -522,17 +556,25 @@ async def _history_store(db: str | None) -> Store:
             "pass --db, or run `virtwatch record` or the dashboard first",
         )
     store = await Store(url, run_migrations=False).open()
-    if store.revision != head_revision():
+    if store.revision != HEAD_REVISION:
         await store.close()
         raise AppError(
             ErrorCode.DATABASE_ERROR,
-            f"the database is at schema revision {store.revision}, not {head_revision()}",
+            f"the database is at schema revision {store.revision}, not {HEAD_REVISION}",
             "run `virtwatch db upgrade` first",
         )
     return store
 
 
 def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter]:
+    from virtwatch.core.timeline import (
+        TimelineFilter,
+        Window,
+        parse_kinds,
+        parse_severity,
+        parse_when,
+    )
+
     now = time.time()
     window = Window(parse_when(args.since, now), parse_when(args.until, now))
     flt = TimelineFilter(
@@ -546,6 +588,10 @@ def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter
 
 async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
+    from virtwatch.core.timeline import entry_line, entry_to_dict
+    from virtwatch.storage.export import EXPORT_SCHEMA_VERSION, dump_export, redact_document
+    from virtwatch.storage.timeline import TimelineQueries
+
     window, flt = _window_and_filter(args)
     store = await _history_store(args.db)
     try:
@@ -573,6 +619,8 @@ async def run_timeline(args: argparse.Namespace) -> int:
 
 async def run_export(args: argparse.Namespace) -> int:
     """The window as one JSON document (schema in README), to --output or stdout."""
+    from virtwatch.storage.export import build_export, dump_export, summarize, write_export
+
     window, flt = _window_and_filter(args)
     store = await _history_store(args.db)
     try:
@@ -598,6 +646,8 @@ async def run_health(args: argparse.Namespace) -> int:
         health_settings,
         worst,
     )
+    from virtwatch.storage.store import Store
+    from virtwatch.storage.writer import StoreWriter
 
     prepare_libvirt()
     config = config_from(args)
