@@ -618,20 +618,22 @@ async def run_timeline(args: argparse.Namespace) -> int:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    """The window as one JSON document (schema in README), to --output or stdout."""
-    from virtwatch.storage.export import build_export, dump_export, summarize, write_export
+    """The window as one JSON document (schema in README), to --output or stdout, each
+    metric series written as soon as the database has it (never all of it in memory)."""
+    from virtwatch.storage.export import export_to, write_window
 
     window, flt = _window_and_filter(args)
     store = await _history_store(args.db)
+    by = f"virtwatch {__version__}"
     try:
-        doc = await build_export(store, window, flt, generated_by=f"virtwatch {__version__}")
+        if args.output == "-":
+            await export_to(store, window, sys.stdout, flt, generated_by=by)
+        else:
+            path = Path(args.output)
+            words = await write_window(store, window, path, flt, generated_by=by)
+            print(f"virtwatch: wrote {path}: " + "; ".join(words), file=sys.stderr)
     finally:
         await store.close()
-    if args.output == "-":
-        dump_export(doc, sys.stdout)
-    else:
-        path = await asyncio.to_thread(write_export, doc, Path(args.output))
-        print(f"virtwatch: wrote {path}: " + "; ".join(summarize(doc)), file=sys.stderr)
     return 0
 
 
