@@ -141,8 +141,9 @@ class Store:
                 f"the store is {self.state}; a Store opens once",
                 "this is a bug in virtwatch: build a new Store",
             )
-        self._engine = make_engine(self.url)
         try:
+            # inside: a SQLite file whose directory cannot be made fails here
+            self._engine = make_engine(self.url)
             # a cheap read first: a database already at the head needs no Alembic at all
             current = await revision.revision_of(self._engine)
             if self._run_migrations and current != revision.HEAD_REVISION:
@@ -154,7 +155,8 @@ class Store:
                 if self._run_migrations:
                     self.migrated_from = current
         except Exception as err:
-            await self._engine.dispose()
+            if self._engine is not None:
+                await self._engine.dispose()
             self._engine = None
             self.state = StoreState.CLOSED
             raise AppError(

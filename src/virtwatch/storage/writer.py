@@ -30,8 +30,9 @@ from virtwatch.core.model import Snapshot
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
+from virtwatch.storage.intake import store_intake
 from virtwatch.storage.retention import Retention
-from virtwatch.storage.rows import RECORD_TYPES, Record, rows_from_snapshot
+from virtwatch.storage.rows import Record, rows_from_snapshot
 from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Sample, Store
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class StoreWriter:
         maintenance: bool = True,
         report: Reporter | None = None,
         clock: Callable[[], float] = time.time,
+        intake: Iterable[Subscription[Any]] | None = None,
     ) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be at least 1, got {buffer_rows}")
@@ -125,10 +127,11 @@ class StoreWriter:
         self._inflight_records: list[Record] = []
         self._pending_since: float | None = None
         self._wakeup = asyncio.Event()
-        self._subs: list[Subscription[Any]] = [
-            hub.subscribe(Snapshot, maxsize=256),
-            *(hub.subscribe(kind, maxsize=10_000) for kind in RECORD_TYPES),
-        ]
+        # made here, or before the writer by `store_intake(hub)` (`intake`): either way
+        # before anything the store keeps is published
+        self._subs: list[Subscription[Any]] = (
+            list(intake) if intake is not None else store_intake(hub)
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from virtwatch.core.actions import Action, submit_action
 from virtwatch.core.connection import ConnectionSource
@@ -18,8 +19,10 @@ from virtwatch.core.loader import DataLoader
 from virtwatch.core.records import AuditRecord, DomainEvent
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.tasks import TaskRunner
-from virtwatch.storage.queries import Queries
 from virtwatch.tui.ports import VmAction, VmRef
+
+if TYPE_CHECKING:  # the dashboard paints before it loads SQLAlchemy
+    from virtwatch.storage.queries import Queries
 
 
 class RunnerActions:

@@ -19,15 +19,16 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
@@ -39,7 +40,7 @@ from virtwatch.core.connection import Credentials, SingleConnection, open_connec
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.hub import Hub
+from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import snapshot_to_dict
 from virtwatch.core.pool import PoolSettings
 from virtwatch.core.process import prepare_libvirt
@@ -57,13 +58,26 @@ if TYPE_CHECKING:
     from virtwatch.core.timeline import TimelineFilter, Window
     from virtwatch.storage.store import Store
     from virtwatch.storage.writer import StoreWriter
+    from virtwatch.tui.app import VirtwatchApp
 
 FALLBACK_URI = "qemu:///system"
 PROBE_TIMEOUT_S = 5.0
 EXIT_FAILURE = 2
 EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAILED
-GC_PAUSE_MAX_S = 10.0  # the dashboard's garbage collector waits this long at most for a table
-GC_AFTER_PAINT_S = 0.2
+STARTUP_MAX_S = 5.0  # no table painted by then (no host answered yet): the start is over
+# what the dashboard's store side imports, off the event loop, once its first table is up
+STORE_MODULES = (
+    "virtwatch.core.checks",
+    "virtwatch.core.drift",
+    "virtwatch.core.health",
+    "virtwatch.core.spikewatch",
+    "virtwatch.storage.export",
+    "virtwatch.storage.queries",
+    "virtwatch.storage.settings",
+    "virtwatch.storage.store",
+    "virtwatch.storage.timeline",
+    "virtwatch.storage.writer",
+)
 
 
 def default_db_path() -> Path:
@@ -267,7 +281,7 @@ def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
 
 
 async def run_dashboard(args: argparse.Namespace) -> int:
-    gc.disable()  # until the first table is on screen: see `collect_after_start`
+    gc.disable()  # until the start is over: see `recording_after_start`
     try:
         return await _dashboard(args)
     finally:
@@ -275,66 +289,42 @@ async def run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _dashboard(args: argparse.Namespace) -> int:
-    from virtwatch.storage.export import StoreIncidents  # the timeline screen's source
-    from virtwatch.storage.queries import Queries
-    from virtwatch.storage.settings import parse_storage
-    from virtwatch.storage.store import Store
+    from virtwatch.storage.intake import store_intake  # no SQLAlchemy: that loads later
     from virtwatch.tui.bindings import DetailsService
     from virtwatch.tui.factory import make_app  # Textual loads only for the screen
     from virtwatch.tui.settings import default_config_path
 
     config_path = Path(args.config) if args.config else default_config_path()
     config = load_config(config_path)
-    storage = parse_storage(config.section("storage"), config.path)
     prepare_libvirt()
     chosen = None
     if args.uri or not config.hosts():
         chosen = await choose_host(args.uri, allow_demo=not args.no_demo, read_only=args.read_only)
     hosts = hosts_from(config, args, chosen)
     hub = Hub()
-    async with Store(db_url(args.db or storage.db or default_db_path())) as store:
-        rt = build_runtime(config, hosts, hub)
-        # the app subscribes to the hub as it is made: before the runtime publishes
-        # anything, so the very first snapshot reaches the screen
-        app = make_app(
-            hub,
-            config=config,
-            config_path=config_path,
-            read_only=all(h.read_only for h in hosts),
-            interval_s=hosts[0].interval_s,
-            theme=args.theme,
-            refresh_s=args.refresh,
-            runner=rt.tasks,
-            sources=rt.pools,  # filled as the runtime opens
-            queries=Queries(store),
-            timeline=StoreIncidents(store, generated_by=f"virtwatch {__version__}"),
-        )
-        async with (
-            recording(config, rt, hub, store),
-            DetailsService(rt.pools, hub) as details,
-        ):
-            app.details_source = details  # its loaders need the open pools
-            collecting = asyncio.create_task(collect_after_start(app.first_table))
-            try:
-                await app.run_async()
-            finally:
-                collecting.cancel()
+    # subscribed before the runtime publishes anything: the store writer's queues (the
+    # writer itself comes later) and, as it is made, the app (the very first snapshot
+    # reaches the screen)
+    intake = store_intake(hub)
+    rt = build_runtime(config, hosts, hub)
+    app = make_app(
+        hub,
+        config=config,
+        config_path=config_path,
+        read_only=all(h.read_only for h in hosts),
+        interval_s=hosts[0].interval_s,
+        theme=args.theme,
+        refresh_s=args.refresh,
+        runner=rt.tasks,
+        sources=rt.pools,  # filled as the runtime opens
+    )
+    async with (
+        recording_after_start(app, config, rt, hub, args.db, intake),
+        DetailsService(rt.pools, hub) as details,
+    ):
+        app.details_source = details  # its loaders need the open pools
+        await app.run_async()
     return 0
-
-
-async def collect_after_start(first_table: asyncio.Event) -> None:
-    """Python's cyclic garbage collector is paused while the dashboard starts: start-up
-    allocates a great deal and frees little, and each full collection walked every object
-    of every module just imported (0.1-0.2 s here, several times, while the screen
-    waited). Once the first table is on screen (or after GC_PAUSE_MAX_S, when no host
-    answers), one collection clears what start-up left, and what survives (modules, the
-    app: they live as long as the process) is frozen, so no later collection walks it."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(first_table.wait(), GC_PAUSE_MAX_S)
-    await asyncio.sleep(GC_AFTER_PAINT_S)  # the frame reaches the terminal first
-    gc.collect()
-    gc.freeze()
-    gc.enable()
 
 
 async def run_snapshot(args: argparse.Namespace) -> int:
@@ -428,33 +418,124 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-@contextlib.asynccontextmanager
-async def recording(
-    config: Config, rt: Runtime, hub: Hub, store: Store
-) -> AsyncIterator[StoreWriter]:
-    """Everything that watches and remembers, for the dashboard and the recorder alike:
-    the store writer (subscribed before the runtime opens and closed after it, so the
-    runtime's first and final reports are kept), the runtime `rt` (built by the caller,
-    who may hand its parts out before it opens), the health checks and the spike and
-    drift watchers."""
+def store_writer(
+    config: Config, store: Store, hub: Hub, intake: Iterable[Subscription[Any]] | None = None
+) -> StoreWriter:
+    """The store writer with the config's [storage] buffer, flush interval and retention."""
     from virtwatch.storage.settings import parse_storage
     from virtwatch.storage.writer import StoreWriter
 
     storage = parse_storage(config.section("storage"), config.path)
-    writer = StoreWriter(
+    return StoreWriter(
         store,
         hub,
         buffer_rows=storage.buffer_rows,
         flush_interval_s=storage.flush_interval_s,
         retention_policy=storage.retention,
+        intake=intake,
     )
-    async with (
-        writer,
-        rt,
-        health_monitor(rt, hub, writer, config),
-        watchers(rt, store, hub, config),
-    ):
+
+
+@contextlib.asynccontextmanager
+async def judging(
+    config: Config, rt: Runtime, hub: Hub, store: Store, writer: StoreWriter
+) -> AsyncIterator[None]:
+    """The health checks and the spike and drift watchers of an open runtime."""
+    async with health_monitor(rt, hub, writer, config), watchers(rt, store, hub, config):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def recording(
+    config: Config, rt: Runtime, hub: Hub, store: Store
+) -> AsyncIterator[StoreWriter]:
+    """Everything that watches and remembers, for the recorder: the store writer
+    (subscribed before the runtime opens and closed after it, so the runtime's first and
+    final reports are kept), the runtime `rt`, the health checks and the watchers."""
+    writer = store_writer(config, store, hub)
+    async with writer, rt, judging(config, rt, hub, store, writer):
         yield writer
+
+
+@contextlib.asynccontextmanager
+async def recording_after_start(
+    app: VirtwatchApp,
+    config: Config,
+    rt: Runtime,
+    hub: Hub,
+    db: str | None,
+    intake: Iterable[Subscription[Any]],
+    *,
+    startup_max_s: float = STARTUP_MAX_S,
+) -> AsyncIterator[None]:
+    """The dashboard's `recording`, in the order that paints its first table soonest.
+
+    The runtime opens at once: its snapshots reach the screen, and the store writer's
+    `intake` (subscribed earlier) queues them. Once the app has painted its first table
+    (or has left, or `startup_max_s` have passed), the store side loads its modules
+    (SQLAlchemy and the rest, in a worker thread: the screen keeps answering), opens the
+    database, and the writer drains the queues; then the health checks and watchers
+    start and the app gets the stored history. The start is then over: one garbage
+    collection clears what it left, and what survives (modules, the app: they live as
+    long as the process) is frozen, so that no later collection walks it again (the
+    collector was paused by `run_dashboard`: each full collection during the start
+    walked every object of every module just imported, 0.1-0.2 s here, several times).
+
+    Closes like `recording`: checks and watchers, the runtime, then the writer (so the
+    runtime's final reports are kept) and the store. A database that does not open ends
+    the app, and its error leaves this block.
+    """
+    left = asyncio.Event()
+    async with (
+        contextlib.AsyncExitStack() as keeping,  # the store and its writer: closed last
+        rt,
+        contextlib.AsyncExitStack() as judged,  # checks and watchers: closed first
+    ):
+
+        async def open_store() -> None:
+            started = [asyncio.ensure_future(e.wait()) for e in (app.first_table, left)]
+            await asyncio.wait(started, timeout=startup_max_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in started:
+                waiting.cancel()
+            try:
+                await asyncio.to_thread(_import_all, STORE_MODULES)
+                from virtwatch.storage.export import StoreIncidents
+                from virtwatch.storage.queries import Queries
+                from virtwatch.storage.settings import parse_storage
+                from virtwatch.storage.store import Store
+                from virtwatch.tui.factory import attach_store
+
+                storage = parse_storage(config.section("storage"), config.path)
+                store = await keeping.enter_async_context(
+                    Store(db_url(db or storage.db or default_db_path()))
+                )
+                writer = await keeping.enter_async_context(store_writer(config, store, hub, intake))
+                if not left.is_set():
+                    await judged.enter_async_context(judging(config, rt, hub, store, writer))
+                    incidents = StoreIncidents(store, generated_by=f"virtwatch {__version__}")
+                    attach_store(app, Queries(store), incidents)
+            except BaseException:
+                if app.is_running:
+                    app.exit()  # the error leaves this block once the app has
+                raise
+            gc.collect()
+            gc.freeze()
+            gc.enable()
+
+        opening = asyncio.create_task(open_store(), name="store-after-start")
+        try:
+            yield
+        finally:
+            left.set()  # the app left: the store opens now if it has not yet, and the
+            await asyncio.wait({opening})  # writer keeps what its queues hold
+            failure = None if opening.cancelled() else opening.exception()
+        if failure is not None:
+            raise failure
+
+
+def _import_all(names: Sequence[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
 
 
 async def run_record(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """One factory builds the dashboard for the CLI, the tests and the benchmarks:
 settings from the config's [ui] table (flags win), per-host read-only from
-[[hosts]], rings sized for the collector interval, ports bound to the core."""
+[[hosts]], rings sized for the collector interval, ports bound to the core and the store
+(now, or with `attach_store` once the store is open)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtwatch.core.config import Config, get_typed
 from virtwatch.core.connection import ConnectionSource
@@ -16,11 +18,13 @@ from virtwatch.core.history import MetricHistory
 from virtwatch.core.hub import Hub
 from virtwatch.core.tasks import TaskRunner
 from virtwatch.core.uri import redact_uri
-from virtwatch.storage.queries import Queries
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.bindings import RunnerActions, StoredHistory
 from virtwatch.tui.ports import DetailsSource, TimelineSource
 from virtwatch.tui.settings import ui_settings
+
+if TYPE_CHECKING:  # the store's code loads only when it opens
+    from virtwatch.storage.queries import Queries
 
 LIVE_WINDOW_S = 300.0  # every sample of the last 5 minutes stays in memory
 
@@ -68,18 +72,31 @@ def make_app(
     actions = None
     if runner is not None and sources is not None and not read_only:
         actions = RunnerActions(runner, sources, hub.publish)
-    stored = StoredHistory(queries) if queries is not None else None
-    return VirtwatchApp(
+    app = VirtwatchApp(
         hub,
         clock=clock,
         history=history_for(interval_s),
         actions=actions,
         tasks=runner,
-        series=stored,
-        timeline=timeline or stored,  # the store's incidents: timeline screen and export
         details=details,
         read_only=read_only,
         read_only_hosts=read_only_hosts(config),
         settings=settings,
         config_path=config_path,
     )
+    if queries is not None:
+        attach_store(app, queries, timeline)
+    elif timeline is not None:
+        app.timeline = timeline
+    return app
+
+
+def attach_store(
+    app: VirtwatchApp, queries: Queries, timeline: TimelineSource | None = None
+) -> None:
+    """Give an app made without a store its stored history (the detail screen's 24 h and
+    7 d graphs) and incidents (`timeline`: the timeline screen and export; else the plain
+    stored history); the screens opened from then on use them."""
+    stored = StoredHistory(queries)
+    app.series_source = stored
+    app.timeline = timeline or stored
