@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual._segment_tools import line_crop
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
-from textual.geometry import Region
+from textual.geometry import Offset, Region, Size
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import DataTable
@@ -88,11 +90,18 @@ class _Row:
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    """What every line of one paint shares."""
+    """What every line of one paint shares, read once rather than once per line."""
 
     style: Style  # the table's base style
     columns: tuple[tuple[ColumnKey, int], ...]  # (key, render width) in display order
     width: int  # their total
+    plain: bool  # the layout `_assemble_row` draws
+    size: Size  # the table's
+    header: int  # lines above the rows
+    scroll: Offset
+    cursor_row: int
+    hover_row: int
+    state: tuple[object, ...]  # the rest a drawn row depends on (cursor and focus states)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +196,9 @@ class MachineTable(DataTable[Text]):
         self._versions = 0  # the last number handed out (never reused)
         self._widths_version = 0  # bumped when a column width or the columns change
         self._frame: _Frame | None = None  # set while a paint is under way
+        self._strips_drawn: dict[RowKey, tuple[tuple[object, ...], Strip]] = {}  # row's line
+        # (row, column, base and cursor styles) -> a cell's style with the mouse metadata
+        self._cell_styles: dict[tuple[int, int, Style, Style], Style] = {}
 
     # --- structure ------------------------------------------------------------
 
@@ -455,13 +467,39 @@ class MachineTable(DataTable[Text]):
         )
         extend = base_style + extend
         extend += Style.from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
-        cells.append([Segment(" " * max(0, self.size.width - frame.width), extend)])
+        cells.append([Segment(" " * max(0, frame.size.width - frame.width), extend)])
         return [], cells
 
+    def notify_style_update(self) -> None:
+        # CSS changed (theme, focus): the component styles drawn into cells may differ
+        self._cells_drawn.clear()
+        self._rows_drawn.clear()
+        self._strips_drawn.clear()
+        self._cell_styles.clear()
+        super().notify_style_update()
+
     def render_lines(self, crop: Region) -> list[Strip]:
-        # what DataTable works out again for every line, once per frame
+        # what DataTable works out again for every line (or cell), once per frame
+        self._pseudo_class_state = self.get_pseudo_class_state()
         columns = tuple((c.key, c.get_render_width(self)) for c in self.ordered_columns)
-        self._frame = _Frame(self.rich_style, columns, sum(w for _, w in columns))
+        self._frame = _Frame(
+            style=self.rich_style,
+            columns=columns,
+            width=sum(w for _, w in columns),
+            plain=self._plain_layout(),
+            size=self.size,
+            header=self.header_height if self.show_header else 0,
+            scroll=self.scroll_offset,
+            cursor_row=self.cursor_coordinate.row,
+            hover_row=self.hover_coordinate.row,
+            state=(
+                self.show_cursor,
+                self._show_hover_cursor,
+                self._pseudo_class_state,
+                self.cursor_foreground_priority,
+                self.cursor_background_priority,
+            ),
+        )
         try:
             return super().render_lines(crop)
         finally:
@@ -469,12 +507,45 @@ class MachineTable(DataTable[Text]):
 
     def render_line(self, y: int) -> Strip:
         frame = self._frame
-        if frame is None or self.fixed_rows:
+        if frame is None or not frame.plain:
             return super().render_line(y)
-        scroll_x, scroll_y = self.scroll_offset
-        if y >= (self.header_height if self.show_header else 0):
-            y += scroll_y
-        return self._render_line(y, scroll_x, scroll_x + self.size.width, frame.style)
+        if y < frame.header:
+            x = frame.scroll.x
+            return self._render_line(y, x, x + frame.size.width, frame.style)
+        index = y - frame.header + frame.scroll.y  # every row is one line high
+        row_key = self._row_locations.get_key(index)
+        if row_key is None:
+            return Strip.blank(frame.size.width, frame.style)
+        return self._row_strip(row_key, index, frame)
+
+    def _row_strip(self, row_key: RowKey, index: int, frame: _Frame) -> Strip:
+        """A data row's line as DataTable's `_render_line` makes it, kept per row while
+        its cells, position, cursor/hover and the frame's layout stay the same."""
+        self._ensure(row_key.value or "")
+        cursor = frame.cursor_row == index
+        hover = frame.hover_row == index
+        key = (
+            index,
+            self._row_version.get(row_key.value or "", 0),
+            cursor,
+            hover,
+            frame.style,
+            frame.columns,
+            frame.size.width,
+            frame.scroll.x,
+            frame.state,
+        )
+        hit = self._strips_drawn.get(row_key)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        _, cells = self._assemble_row(row_key, index, frame.style, cursor, hover, frame)
+        width, x = frame.size.width, frame.scroll.x
+        segments = line_crop(list(chain.from_iterable(cells)), x, x + width, width)
+        strip = Strip(segments).adjust_cell_length(width, frame.style).simplify()
+        if len(self._strips_drawn) > MAX_DRAWN_ROWS:
+            self._strips_drawn.clear()
+        self._strips_drawn[row_key] = (key, strip)
+        return strip
 
     def _render_cell(
         self,
@@ -554,8 +625,14 @@ class MachineTable(DataTable[Text]):
             self.cursor_foreground_priority == "css",
             self.cursor_background_priority == "css",
         )
-        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
-        pre += component_style
+        where = (row_index, column_index, base_style, component_style)
+        pre = self._cell_styles.get(where)
+        if pre is None:
+            pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+            pre += component_style
+            if len(self._cell_styles) > MAX_DRAWN_CELLS:
+                self._cell_styles.clear()
+            self._cell_styles[where] = pre
         pad = " " * self.cell_padding
         inner = max(0, width - 2 * self.cell_padding)
         console = self.app.console
