@@ -74,7 +74,7 @@ def test_timeline_filters_and_json(db: Path, capsys: pytest.CaptureFixture[str])
     code = main(["timeline", *window(db, "--vm", "web-01", "--kind", "action,event", "--json")])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "virtwatch.timeline"
+    assert (doc["schema"], doc["schema_version"]) == ("virtwatch.timeline", 1)
     assert doc["filter"]["vms"] == ["web-01"]
     assert [(e["kind"], e["title"].split(":")[0]) for e in doc["entries"]] == [
         ("event", "started"),

@@ -67,6 +67,11 @@ class TimelineEntry:
         return not self.vm_uuid
 
 
+TIMELINE_SCHEMA_VERSION = 1
+"""`virtwatch timeline --json` (schema `virtwatch.timeline`): window, filter, truncated,
+entries as `entry_to_dict` gives them. Versioned on its own, not with the export."""
+
+
 def entry_to_dict(e: TimelineEntry) -> dict[str, object]:
     return {
         "at": e.at,

@@ -669,8 +669,8 @@ def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter
 
 async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
-    from virtwatch.core.timeline import entry_line, entry_to_dict
-    from virtwatch.storage.export import EXPORT_SCHEMA_VERSION, dump_export, redact_document
+    from virtwatch.core.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
+    from virtwatch.storage.export import dump_export, redact_document
     from virtwatch.storage.timeline import TimelineQueries
 
     window, flt = _window_and_filter(args)
@@ -682,7 +682,7 @@ async def run_timeline(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "schema": "virtwatch.timeline",
-            "schema_version": EXPORT_SCHEMA_VERSION,
+            "schema_version": TIMELINE_SCHEMA_VERSION,
             "window": {"since": window.since, "until": window.until},
             "filter": flt.to_dict(),
             "truncated": result.truncated,
