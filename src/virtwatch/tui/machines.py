@@ -197,6 +197,7 @@ class MachineTable(DataTable[Text]):
         self._widths_version = 0  # bumped when a column width or the columns change
         self._frame: _Frame | None = None  # set while a paint is under way
         self._strips_drawn: dict[RowKey, tuple[tuple[object, ...], Strip]] = {}  # row's line
+        self._header_drawn: tuple[tuple[object, ...], Strip] | None = None
         # (row, column, base and cursor styles) -> a cell's style with the mouse metadata
         self._cell_styles: dict[tuple[int, int, Style, Style], Style] = {}
 
@@ -476,6 +477,7 @@ class MachineTable(DataTable[Text]):
         self._rows_drawn.clear()
         self._strips_drawn.clear()
         self._cell_styles.clear()
+        self._header_drawn = None
         super().notify_style_update()
 
     def render_lines(self, crop: Region) -> list[Strip]:
@@ -510,8 +512,25 @@ class MachineTable(DataTable[Text]):
         if frame is None or not frame.plain:
             return super().render_line(y)
         if y < frame.header:
+            # the labels: DataTable re-renders them after every update (its caches are
+            # keyed by its update count); they change only with the sort or the widths
+            key = (
+                y,
+                self._widths_version,
+                frame.style,
+                frame.columns,
+                frame.size.width,
+                frame.scroll.x,
+                self.hover_coordinate,
+                self.cursor_coordinate,
+                frame.state,
+            )
+            if self._header_drawn is not None and self._header_drawn[0] == key:
+                return self._header_drawn[1]
             x = frame.scroll.x
-            return self._render_line(y, x, x + frame.size.width, frame.style)
+            strip = self._render_line(y, x, x + frame.size.width, frame.style)
+            self._header_drawn = (key, strip)
+            return strip
         index = y - frame.header + frame.scroll.y  # every row is one line high
         row_key = self._row_locations.get_key(index)
         if row_key is None:
@@ -655,15 +674,16 @@ class MachineTable(DataTable[Text]):
         header = self.header_height if self.show_header else 0
         width, height = self.size
         top = int(self.scroll_y)
-        lines: list[Region] = []
+        ys: list[int] = []
         for key in written:
             index = self._row_locations.get(RowKey(key))
             if index is not None and header <= index - top + header < height:
-                lines.append(Region(0, index - top + header, width, 1))
-        if len(lines) * 2 > height:
-            self.refresh()
-        elif lines:
-            self.refresh(*lines)
+                ys.append(index - top + header)
+        if len(ys) * 2 > height - header:
+            # most of the window: one region from the first to the last (not the labels)
+            self.refresh(Region(0, min(ys), width, max(ys) - min(ys) + 1))
+        elif ys:
+            self.refresh(*(Region(0, y, width, 1) for y in ys))
 
     def apply(self, snap: Snapshot) -> ApplyStats:
         """Show `snap`'s VMs of `snap.host`: add and remove rows, keep every row's sample
