@@ -363,13 +363,13 @@ class MachineTable(DataTable[Text]):
         self._touch()
         return n, deferred
 
-    def _ensure(self, key: str) -> None:
+    def _ensure(self, key: str, *, drawing: bool = False) -> None:
         """Format a row about to be drawn or read, if it changed since."""
         row = self._rows.get(key)
         if row is not None and row.dirty:
             self._format(key, row, self._clock())
-            # drawn right now, so it need not be repainted again
-            self._written.discard(key)
+            if drawing:  # drawn right now, so it need not be repainted again
+                self._written.discard(key)
             if self._require_update_dimensions:
                 self._measure_soon()  # it got wider than its column
 
@@ -390,7 +390,7 @@ class MachineTable(DataTable[Text]):
             return super()._render_line_in_row(
                 row_key, line_no, base_style, cursor_location, hover_location
             )
-        self._ensure(row_key.value or "")
+        self._ensure(row_key.value or "", drawing=True)
         slot = (row_key, line_no)
         key = (
             row_index,
@@ -540,7 +540,7 @@ class MachineTable(DataTable[Text]):
     def _row_strip(self, row_key: RowKey, index: int, frame: _Frame) -> Strip:
         """A data row's line as DataTable's `_render_line` makes it, kept per row while
         its cells, position, cursor/hover and the frame's layout stay the same."""
-        self._ensure(row_key.value or "")
+        self._ensure(row_key.value or "", drawing=True)
         cursor = frame.cursor_row == index
         hover = frame.hover_row == index
         key = (
@@ -784,11 +784,13 @@ class MachineTable(DataTable[Text]):
                 row.dirty = True
         return self._settle()[0]
 
-    def _refresh_row(self, key: str) -> None:
-        row = self._rows.get(key)
-        if row is not None:
-            row.dirty = True
-            self._settle()
+    def _refresh_row(self, *keys: str) -> None:
+        """Rows whose mark or activity changed: redrawn now if on screen."""
+        for key in keys:
+            row = self._rows.get(key)
+            if row is not None:
+                row.dirty = True
+        self._settle()
 
     # --- filter, sort, marks, activity ------------------------------------------
 
@@ -862,9 +864,9 @@ class MachineTable(DataTable[Text]):
         self._refresh_row(key)
 
     def clear_marks(self) -> None:
-        for key in list(self.marked):
-            self.marked.discard(key)
-            self._refresh_row(key)
+        keys = list(self.marked)
+        self.marked.clear()
+        self._refresh_row(*keys)
 
     def set_tags(self, tags: Mapping[str, Sequence[str]]) -> None:
         self.tags = tags
@@ -917,6 +919,7 @@ class MachineTable(DataTable[Text]):
         key = self._row_locations.get_key(row_index)
         if key is not None and key.value is not None:
             self._ensure(key.value)
+            self._touch()
         return super().get_row_at(row_index)
 
     def shown_order(self) -> list[str]:
