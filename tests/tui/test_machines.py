@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from rich.text import Text
+from textual._compositor import CompositorUpdate
 from textual.geometry import Region
 
 from tests.canned import HOST, NOW, domain, fleet_snapshot
@@ -83,6 +84,34 @@ async def test_a_thousand_vm_update_rewrites_only_the_changed_cells(make_app: Ap
         # the same snapshot again rewrites nothing
         assert table.apply(dataclasses.replace(snap, tick=3)).cells_updated == 0
         assert all(obj is after[cell] for cell, obj in cells_of(table).items())
+
+
+async def test_an_update_sends_the_terminal_only_the_changed_cells(make_app: AppFactory) -> None:
+    app, _hub = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dashboard.machines
+        first = thousand()
+        table.apply(first)
+        await settle(pilot)
+        sent: list[str] = []
+
+        def display(_screen: object, update: object) -> None:
+            # what the app would write to a terminal (headless, it writes nothing)
+            if isinstance(update, CompositorUpdate):
+                sent.append(update.render_segments(app.console))
+
+        app._display = display  # type: ignore[method-assign,assignment]
+        old = {d.name: d for d in first.domains}
+        changed = {f"vm-{i:04d}": old[f"vm-{i:04d}"]._replace(mem_used_kib=3 << 20) for i in (3, 7)}
+        table.apply(dataclasses.replace(thousand(**changed), tick=2))
+        await settle(pilot)
+        out = "".join(sent)
+        assert out.count("3.0 GiB / 2.0 GiB") == 2
+        # every other row stayed as it was on screen, and so did the columns after the
+        # last one written (Textual sends a widget's line from its left edge)
+        names = {f"vm-{i:04d}" for i in range(N) if f"vm-{i:04d}" in out}
+        assert names == {"vm-0003", "vm-0007"}
+        assert "up 3h" not in out
 
 
 async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFactory) -> None:

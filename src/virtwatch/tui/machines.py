@@ -177,7 +177,8 @@ class MachineTable(DataTable[Text]):
         self._activity: dict[str, str] = {}
         self.tags: Mapping[str, Sequence[str]] = {}  # row key -> tags (domain details)
         self.read_only = False  # hides the action keys
-        self._written: set[str] = set()  # rows whose cells were written since `_touch`
+        # rows whose cells were written since `_touch` -> (first, last) column written
+        self._written: dict[str, tuple[int, int]] = {}
         self._widest: dict[str, int] = {}  # column -> widest text it has held
         # (row, column) -> (the Text drawn, what else the drawing depends on, lines)
         self._cells_drawn: dict[
@@ -314,9 +315,11 @@ class MachineTable(DataTable[Text]):
         restyle = old_look != row.look
         data = self._data[key]  # type: ignore[index]  # RowKey hashes and compares as str
         n = 0
-        for c in self._columns:
+        first, last = len(self._columns), -1
+        for i, c in enumerate(self._columns):
             idx = COLUMN_INDEX[c.key]
             if restyle or old[idx] != row.cells[idx]:
+                first, last = min(first, i), i
                 data[c.key] = self._cell(key, row, c)  # type: ignore[index]
                 width = len(row.cells[idx])
                 if width > self._widest.get(c.key, 0):
@@ -328,7 +331,8 @@ class MachineTable(DataTable[Text]):
                 n += 1
         if n:
             self._new_version(key)
-            self._written.add(key)
+            was = self._written.get(key, (first, last))
+            self._written[key] = (min(first, was[0]), max(last, was[1]))
         return n
 
     def _new_version(self, key: str) -> None:
@@ -369,7 +373,7 @@ class MachineTable(DataTable[Text]):
         if row is not None and row.dirty:
             self._format(key, row, self._clock())
             if drawing:  # drawn right now, so it need not be repainted again
-                self._written.discard(key)
+                self._written.pop(key, None)
             if self._require_update_dimensions:
                 self._measure_soon()  # it got wider than its column
 
@@ -665,25 +669,32 @@ class MachineTable(DataTable[Text]):
         return [list(Segment.apply_style(line, pre, post_style))]
 
     def _touch(self) -> None:
-        """Repaint the rows whose cells were written since the last call — only their
-        lines, unless they are most of the window."""
-        written, self._written = self._written, set()
+        """Repaint the cells written since the last call: per row, the span from the
+        first to the last column written; when they are most of the window, one region
+        around them all (never the labels)."""
+        written, self._written = self._written, {}
         if not written:
             return
         self._update_count += 1
         header = self.header_height if self.show_header else 0
         width, height = self.size
-        top = int(self.scroll_y)
-        ys: list[int] = []
-        for key in written:
+        top, left = int(self.scroll_y), int(self.scroll_x)
+        edges = [0]  # x of each column's left edge, and of the last one's right edge
+        for column in self.ordered_columns:
+            edges.append(edges[-1] + column.get_render_width(self))
+        edges[-1] = max(edges[-1], width + left)  # the last column's filler to the edge
+        spans: list[Region] = []
+        for key, (first, last) in written.items():
             index = self._row_locations.get(RowKey(key))
-            if index is not None and header <= index - top + header < height:
-                ys.append(index - top + header)
-        if len(ys) * 2 > height - header:
-            # most of the window: one region from the first to the last (not the labels)
-            self.refresh(Region(0, min(ys), width, max(ys) - min(ys) + 1))
-        elif ys:
-            self.refresh(*(Region(0, y, width, 1) for y in ys))
+            y = None if index is None else index - top + header
+            if y is not None and header <= y < height:
+                x0, x1 = max(0, edges[first] - left), min(width, edges[last + 1] - left)
+                if x1 > x0:
+                    spans.append(Region(x0, y, x1 - x0, 1))
+        if len(spans) * 2 > height - header:
+            self.refresh(Region.from_union(spans))
+        elif spans:
+            self.refresh(*spans)
 
     def apply(self, snap: Snapshot) -> ApplyStats:
         """Show `snap`'s VMs of `snap.host`: add and remove rows, keep every row's sample
