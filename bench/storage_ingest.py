@@ -2,7 +2,7 @@
 stalls meanwhile, all in one run.
 
     .venv/bin/python -m bench.storage_ingest [ROWS] [--rounds N] [--curve 2000,500,...]
-                                             [--gc-freeze]
+                                             [--no-gc-freeze]
 
 Each round, on fresh database files (the same schema: WAL, synchronous=FULL):
 - floor: the rows through plain sqlite3 `executemany`, one transaction, on the main
@@ -29,8 +29,10 @@ collection costs with the writer's buffer empty and full.
 
 `--curve` repeats the writer and raw-thread phases with other statement sizes (it sets
 `store.MAX_ROWS_PER_STATEMENT` for the run) to show the throughput/stall trade-off.
-`--gc-freeze` calls `gc.freeze()` after the setup, as an app can once it has started, so
-full collections skip the startup heap. Also the writer into PostgreSQL when
+Like virtwatch itself (the dashboard after its first paint, `virtwatch record` once it
+has started), the bench freezes what is alive once the setup is done (`gc.freeze()`
+after the round's store is open), so full collections skip the long-lived heap;
+`--no-gc-freeze` shows what they cost without. Also the writer into PostgreSQL when
 $VIRTWATCH_BENCH_PG is a URL.
 """
 
@@ -321,7 +323,9 @@ async def _catalogue(store: Store) -> Catalogue:
         return {(h, u, m): i for i, h, u, m in result}
 
 
-async def through_writer(url: str, data: list[list[Sample]], clock: GcClock) -> WriterRun:
+async def through_writer(
+    url: str, data: list[list[Sample]], clock: GcClock, freeze: bool
+) -> WriterRun:
     """Rows/s and the loop's stalls, feeding one tick at a time as the hub's intake does."""
     loop = asyncio.get_running_loop()
     TimedTask.worst.clear()
@@ -330,6 +334,8 @@ async def through_writer(url: str, data: list[list[Sample]], clock: GcClock) -> 
         # the catalogue is cached the way a running writer has it after its first tick
         store._metric_ids.update(await _catalogue(store))
         gc.collect()
+        if freeze:  # the store is open: what the app freezes once it has started
+            gc.freeze()
         clock.reset()
         loop.set_task_factory(lambda lp, coro, **kw: TimedTask(coro, loop=lp, **kw))
         try:
@@ -346,7 +352,12 @@ async def through_writer(url: str, data: list[list[Sample]], clock: GcClock) -> 
         finally:
             loop.set_task_factory(None)
     own = max((v for k, v in TimedTask.worst.items() if k.startswith("StoreWriter.")), default=0)
-    return WriterRun(total / elapsed, ticks, own * 1000, clock.fulls, clock.longest_full_ms)
+    run = WriterRun(total / elapsed, ticks, own * 1000, clock.fulls, clock.longest_full_ms)
+    if freeze:  # the round's store is gone: refreeze what lives on
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+    return run
 
 
 async def raw_in_thread(
@@ -528,7 +539,7 @@ async def main(rows: int, rounds: int, sizes: list[int], freeze: bool) -> None:
             for s in run.shapes:
                 with statement_size(s.per_stmt):
                     url, ids = await fresh_db(Path(tmp), f"writer-{r}-{s.per_stmt}.db")
-                    s.writer.append(await through_writer(url, data, clock))
+                    s.writer.append(await through_writer(url, data, clock, run.frozen))
                     url, ids = await fresh_db(Path(tmp), f"thread-{r}-{s.per_stmt}.db")
                     params = params_of(data, ids)
                     rate, ticks = await raw_in_thread(url, params, s.per_stmt, clock)
@@ -544,7 +555,7 @@ async def main(rows: int, rounds: int, sizes: list[int], freeze: bool) -> None:
                 async with store.engine.begin() as conn:
                     await conn.execute(text("TRUNCATE metric_sample"))
                 await store.write([(h, u, name, m, 0, v) for h, u, name, m, _, v in data[0]])
-            pg_run = await through_writer(db_url(pg), data, clock)
+            pg_run = await through_writer(db_url(pg), data, clock, run.frozen)
             print(
                 f"StoreWriter into PostgreSQL (asyncpg): {pg_run.rate:,.0f} rows/s, longest "
                 f"writer step {pg_run.own_step_ms:.1f} ms CPU, ticker lateness "
@@ -562,9 +573,10 @@ if __name__ == "__main__":
         help="statement sizes to compare, comma-separated (the first is the one judged)",
     )
     ap.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="gc.freeze() after setup, as an app can once it has started",
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="no gc.freeze() after setup (virtwatch freezes once it has started)",
     )
     args = ap.parse_args()
     sizes = [int(x) for x in args.curve.split(",")]

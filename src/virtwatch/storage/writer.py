@@ -30,6 +30,7 @@ from virtwatch.core.model import Snapshot
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
+from virtwatch.storage.backlog import SampleBacklog
 from virtwatch.storage.intake import store_intake
 from virtwatch.storage.retention import Retention
 from virtwatch.storage.rows import Record, rows_from_snapshot
@@ -119,11 +120,11 @@ class StoreWriter:
         self._maintenance = maintenance
         self._report = report or (lambda err: hub.publish(ErrorReport.of(err)))
         self._clock = clock
-        # samples as plain tuples: the garbage collector stops tracking them, so a full
-        # buffer does not lengthen every full collection (a stall of the whole loop)
-        self._samples: collections.deque[Sample] = collections.deque()
+        # samples as chunks of plain tuples the garbage collector stops tracking, so a
+        # full buffer does not lengthen every full collection (a stall of the whole loop)
+        self._samples = SampleBacklog()
         self._records: collections.deque[Record] = collections.deque()
-        self._inflight_samples: list[Sample] = []
+        self._inflight_samples: tuple[Sample, ...] = ()
         self._inflight_records: list[Record] = []
         self._pending_since: float | None = None
         self._wakeup = asyncio.Event()
@@ -174,18 +175,16 @@ class StoreWriter:
         """Queue raw samples (SampleRows or plain tuples of their fields); when the buffer
         is full the oldest samples make room. A sample never displaces a record (errors,
         health, events are kept first)."""
-        rows = cast(list[Sample], list(map(tuple, samples)))
+        rows = cast(tuple[Sample, ...], tuple(map(tuple, samples)))
         if not rows:
             return
         overflow = self._buffered() + len(rows) - self._buffer_rows
         if overflow > 0:
-            older = min(overflow, len(self._samples))
-            for _ in range(older):
-                self._samples.popleft()
+            older = self._samples.drop_oldest(overflow)
             self.dropped_samples += overflow
             if overflow > older:  # only records and rows in flight held: the oldest new go
                 rows = rows[overflow - older :]
-        self._samples.extend(rows)
+        self._samples.append(rows)
         self._own_hosts.update(map(_host_of, rows))
         self._mark_pending()
 
@@ -194,7 +193,7 @@ class StoreWriter:
         when the buffer is full the oldest raw sample makes room, else the oldest record."""
         if self._buffered() >= self._buffer_rows:
             if self._samples:
-                self._samples.popleft()
+                self._samples.drop_oldest(1)
                 self.dropped_samples += 1
             elif self._records:
                 self._records.popleft()
@@ -236,8 +235,8 @@ class StoreWriter:
     def oldest_pending_ms(self) -> int | None:
         """The earliest sample time not yet committed (rollups stop short of it)."""
         oldest: int | None = min(map(_ts_of, self._inflight_samples), default=None)
-        if self._samples:
-            first: int = min(map(_ts_of, self._samples))
+        first = self._samples.oldest_ts_ms()
+        if first is not None:
             oldest = first if oldest is None else min(oldest, first)
         return oldest
 
@@ -258,25 +257,21 @@ class StoreWriter:
         n_rec = min(len(self._records), MAX_ROWS_PER_FLUSH)
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
         n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
-        if n_smp == len(self._samples):
-            self._inflight_samples = list(self._samples)
-            self._samples.clear()
-        else:
-            self._inflight_samples = [self._samples.popleft() for _ in range(n_smp)]
+        self._inflight_samples = self._samples.take(n_smp)
         try:
             written = await self._store.write(self._inflight_samples, self._inflight_records)
         except BaseException:
             # back to the front, in order; then trim to the bound (oldest samples first)
             self._records.extendleft(reversed(self._inflight_records))
-            self._samples.extendleft(reversed(self._inflight_samples))
-            self._inflight_records, self._inflight_samples = [], []
-            while self._buffered() > self._buffer_rows and self._samples:
-                self._samples.popleft()
-                self.dropped_samples += 1
+            self._samples.put_back(self._inflight_samples)
+            self._inflight_records, self._inflight_samples = [], ()
+            excess = self._buffered() - self._buffer_rows
+            if excess > 0:
+                self.dropped_samples += self._samples.drop_oldest(excess)
             raise
         self.samples_written += len(self._inflight_samples)
         self.records_written += len(self._inflight_records)
-        self._inflight_records, self._inflight_samples = [], []
+        self._inflight_records, self._inflight_samples = [], ()
         self.rows_written += written
         self.flushes += 1
         self.last_flush_at = self._clock()

@@ -557,6 +557,11 @@ async def run_record(args: argparse.Namespace) -> int:
     try:
         async with Store(db_url(args.db or storage.db or default_db_path())) as store:
             async with recording(config, build_runtime(config, hosts, hub), hub, store) as writer:
+                # started: what lives now (modules, the runtime, the store) lives as long
+                # as the process; frozen, no later full collection walks it again (each
+                # one holds the GIL: a stall of the loop that feeds the writer)
+                gc.collect()
+                gc.freeze()
                 names = ", ".join(h.label for h in hosts)
                 print(
                     f"virtwatch: recording {names} into {redact_text(store.url)}; "
