@@ -46,8 +46,8 @@ PRIORITY_TYPES: tuple[type, ...] = (ErrorReport, HealthResult, HealthAlert)
 
 
 class SampleRow(NamedTuple):
-    """One measured value on its way to the database (a tuple: cheap to build, and the
-    garbage collector stops tracking it, which keeps a full buffer from slowing it)."""
+    """One measured value on its way to the database (a tuple: cheap to build). The
+    collector keeps tracking a NamedTuple, so the writer holds them as plain tuples."""
 
     host: str
     vm_uuid: str  # "" for the host itself
