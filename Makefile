@@ -11,7 +11,9 @@ APT_RUN  := gcc pkg-config libvirt-dev python3-dev python3-venv
 # a real hypervisor for the tests, tmux for end-to-end runs, qemu-img for test disks
 APT_TEST := $(APT_RUN) libvirt-daemon-system qemu-system-x86 qemu-utils tmux
 # PostgreSQL for the storage suite: scripts/postgres-up.sh (run by `services`) installs
-# `postgresql` with --no-install-recommends, starts it on loopback, makes role and db
+# `postgresql` with --no-install-recommends, starts it on loopback, makes role and db;
+# scripts/sshd-up.sh installs `openssh-server` and runs a private sshd on loopback, so the
+# remote-URI tests reach libvirtd through a real qemu+ssh:// transport
 
 .PHONY: run test check lint typecheck services system-run system-test screenshots bench clean
 
@@ -36,6 +38,7 @@ system-test:
 services:
 	@scripts/hypervisor-up.sh
 	@scripts/postgres-up.sh
+	@scripts/sshd-up.sh
 
 $(VENV)/bin/pip:
 	$(PYTHON) -m venv $(VENV)

@@ -185,6 +185,46 @@ def test_classify_libvirt(
     assert rule.hint
 
 
+@pytest.mark.parametrize(
+    ("message", "code", "hint_part"),
+    [
+        # ssh's own words, as libvirt 9.0 passes them on (seen in tests/qemu/test_remote_ssh)
+        (
+            "Cannot recv data: nobody@h: Permission denied (publickey).: Connection reset",
+            ErrorCode.UNAUTHORIZED,
+            "ssh could not log in",
+        ),
+        (
+            "Cannot recv data: Host key verification failed.: Connection reset by peer",
+            ErrorCode.UNAUTHORIZED,
+            "known_hosts",
+        ),
+        (
+            "Cannot recv data: ssh: connect to host h port 2223: Connection refused",
+            ErrorCode.LIBVIRT_CONNECTION_FAILED,
+            "the ssh transport failed",
+        ),
+    ],
+)
+def test_ssh_transport_failures_while_opening_say_what_ssh_needs(
+    message: str, code: ErrorCode, hint_part: str
+) -> None:
+    rule = classify_libvirt(
+        libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, message, opening=True, ssh=True
+    )
+    assert rule.code is code
+    assert hint_part in rule.hint
+    assert rule.transient is (code is ErrorCode.LIBVIRT_CONNECTION_FAILED)
+
+
+def test_a_connection_lost_later_is_not_a_login_problem() -> None:
+    rule = classify_libvirt(
+        libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data", opening=False
+    )
+    assert rule.code is ErrorCode.LIBVIRT_CONNECTION_LOST
+    assert rule.transient
+
+
 def test_invalid_state_hints_say_which_state() -> None:
     invalid = E.VIR_ERR_OPERATION_INVALID
     assert "already running" in classify_libvirt(invalid, 10, "domain is already running").hint

@@ -17,10 +17,16 @@ from virtwatch.core.uri import is_local, redact_text, redact_uri
             "qemu+libssh2://u@h/system?keyfile=***&known_hosts=***",
         ),
         ("qemu+tls://h/system?pkipath=/etc/pki/x", "qemu+tls://h/system?pkipath=***"),
+        # no secret in the query: the admin's own spelling, not re-encoded
+        ("qemu+ssh://h/system?command=/opt/ssh:x&socket=/run/a,b", None),
+        (
+            "qemu+ssh://h:2/system?command=/opt/ssh:x&keyfile=/k",
+            "qemu+ssh://h:2/system?command=/opt/ssh:x&keyfile=***",
+        ),
     ],
 )
-def test_redact_uri(uri: str, expected: str) -> None:
-    assert redact_uri(uri) == expected
+def test_redact_uri(uri: str, expected: str | None) -> None:
+    assert redact_uri(uri) == (uri if expected is None else expected)
 
 
 def test_password_never_survives_in_text() -> None:
@@ -28,6 +34,15 @@ def test_password_never_survives_in_text() -> None:
     out = redact_text(msg)
     assert "hunter2" not in out
     assert "bob:***@10.0.0.5" in out
+
+
+def test_punctuation_after_a_uri_in_text_is_not_part_of_it() -> None:
+    msg = "cannot connect to qemu+ssh://root@h:2222/system?command=/opt/ssh: Cannot recv data"
+    assert redact_text(msg) == msg
+    msg = "cannot connect to qemu+tcp://u:pw@h/system: refused (see qemu:///system)."
+    assert redact_text(msg) == (
+        "cannot connect to qemu+tcp://u:***@h/system: refused (see qemu:///system)."
+    )
 
 
 def test_locality() -> None:

@@ -270,7 +270,8 @@ async def open_connection(
     except TimeoutError:
         raise open_timeout_error(uri, timeout_s) from None
     except libvirt.libvirtError as err:
-        raise from_libvirt(err, uri=uri, what=f"cannot connect to {redact_uri(uri)}") from err
+        what = f"cannot connect to {redact_uri(uri)}"
+        raise from_libvirt(err, uri=uri, what=what, opening=True) from err
 
 
 class SingleConnection:

@@ -192,6 +192,12 @@ _CONNECT_FAILURE = re.compile(
     r"|no route to host|name or service not known|certificate",
     re.IGNORECASE,
 )
+# ssh's own words, passed on by libvirt's ssh transport when the login fails
+_SSH_LOGIN_REFUSED = re.compile(
+    r"permission denied \(|host key verification failed|too many authentication failures"
+    r"|host key for .* has changed",
+    re.IGNORECASE,
+)
 # the test driver reports state conflicts as internal errors (libvirt 9.0); QEMU uses 55
 _TEST_STATE_CONFLICT = re.compile(r"already running|not paused|not running", re.IGNORECASE)
 
@@ -239,6 +245,15 @@ _AUTH_CODES = frozenset(
 )
 
 HINT_DAEMON = "is libvirtd running and is the URI right? Try `virsh -c URI list`"
+HINT_SSH_LOGIN = (
+    "ssh could not log in: virtwatch runs ssh without a terminal, so `ssh USER@HOST` must "
+    "work without any prompt: a key in ssh-agent or keyfile= in the URI, and the host key "
+    "already in known_hosts"
+)
+HINT_SSH = (
+    "the ssh transport failed: `virsh -c URI list` shows ssh's own words; check the host "
+    "name and port, that sshd answers, and that libvirt runs there"
+)
 HINT_LOST = (
     "libvirtd dropped the connection (restarted, stopped or unreachable); virtwatch "
     "reconnects on its own. Check that libvirtd is running"
@@ -257,10 +272,11 @@ def _state_hint(message: str) -> str:
 
 
 def classify_libvirt(
-    code: int, domain: int, message: str = "", *, opening: bool | None = None
+    code: int, domain: int, message: str = "", *, opening: bool | None = None, ssh: bool = False
 ) -> LibvirtRule:
     """The rule for a libvirt error. `opening`: True when it came from opening a
-    connection, False from a call on an open one, None to tell from the message."""
+    connection, False from a call on an open one, None to tell from the message; `ssh`:
+    the connection's transport is ssh (its failures carry ssh's own message)."""
     if code == _E.VIR_ERR_NO_DOMAIN:
         return LibvirtRule(
             ErrorCode.MACHINE_NOT_FOUND,
@@ -353,9 +369,15 @@ def classify_libvirt(
                 "the hypervisor host refused a system call; see the libvirtd log for details",
             )
         failed = opening if opening is not None else bool(_CONNECT_FAILURE.search(message))
+        if failed and _SSH_LOGIN_REFUSED.search(message):
+            # a refused login does not get better by retrying: down, not a retry storm
+            return LibvirtRule(ErrorCode.UNAUTHORIZED, HINT_SSH_LOGIN, Severity.CRITICAL)
         if failed:
             return LibvirtRule(
-                ErrorCode.LIBVIRT_CONNECTION_FAILED, HINT_DAEMON, Severity.CRITICAL, transient=True
+                ErrorCode.LIBVIRT_CONNECTION_FAILED,
+                HINT_SSH if ssh else HINT_DAEMON,
+                Severity.CRITICAL,
+                transient=True,
             )
         return LibvirtRule(
             ErrorCode.LIBVIRT_CONNECTION_LOST, HINT_LOST, Severity.CRITICAL, transient=True
@@ -419,7 +441,8 @@ def from_libvirt(
     code = err.get_error_code() or 0
     domain = err.get_error_domain() or 0
     raw = str(err.get_error_message() or err)
-    rule = classify_libvirt(code, domain, raw, opening=opening)
+    scheme = uri.split(":", 1)[0].lower() if uri is not None else ""
+    rule = classify_libvirt(code, domain, raw, opening=opening, ssh=scheme.endswith("ssh"))
     ctx: dict[str, str] = {"libvirt_code": str(code), "libvirt_domain": str(domain)}
     if uri is not None:
         ctx["uri"] = uri

@@ -808,7 +808,7 @@ class LibvirtPool:
         except libvirt.libvirtError as err:
             what = f"cannot connect to {redact_uri(self._uri)}"
             raise self._open_failed(
-                entry, from_libvirt(err, uri=self._uri, what=what), started
+                entry, from_libvirt(err, uri=self._uri, what=what, opening=True), started
             ) from err
         except AppError as err:
             raise self._open_failed(entry, err, started) from err

@@ -8,7 +8,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 MASK = "***"
 # query parameters of libvirt remote URIs that name secrets or where they live
 _SECRET_PARAMS = frozenset({"keyfile", "pkipath", "known_hosts", "password", "passwd", "auth"})
-_URI_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+# a URI inside a sentence: trailing punctuation ("cannot connect to URI: ...") is not part
+_URI_IN_TEXT = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]*[^\s'\".,:;)]", re.IGNORECASE)
 
 
 def redact_uri(uri: str) -> str:
@@ -27,11 +28,10 @@ def redact_uri(uri: str) -> str:
         netloc = f"{user}:{MASK}@{hostport}" if ":" in userinfo else f"{user}@{hostport}"
     query = parts.query
     if query:
-        pairs = [
-            (k, MASK if k.lower() in _SECRET_PARAMS else v)
-            for k, v in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = urlencode(pairs, safe="/*")
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):  # else: the admin's spelling
+            masked = [(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
+            query = urlencode(masked, safe="/*:@,")
     if netloc == parts.netloc and query == parts.query:
         return uri  # nothing secret; keep the admin's spelling (qemu:///system stays so)
     # build by hand: urlunsplit drops the empty authority of 'qemu:///system'
