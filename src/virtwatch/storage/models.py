@@ -245,3 +245,22 @@ class HostConnectionRow(Base):
     next_retry_at_ms: Mapped[int | None] = mapped_column(BigInteger)
     at_ms: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (Index("ix_host_connection_at_ms", "at_ms"),)
+
+
+class WriterClaim(Base):
+    """A running writer's claim on a host (storage/lease.py): one row per (host, holder).
+
+    Of a host's live claims (heartbeat younger than the TTL) one process writes the
+    host's history; `writing` says this holder writes it until its next renew.
+    """
+
+    __tablename__ = "writer_claim"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int] = mapped_column(Integer)
+    nodename: Mapped[str] = mapped_column(String(255))
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_ms: Mapped[int] = mapped_column(BigInteger)
+    writing: Mapped[bool] = mapped_column(Boolean)
+    process_ns: Mapped[str] = mapped_column(String(64))  # kernel boot and pid namespace

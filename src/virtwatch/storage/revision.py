@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 VERSION_TABLE = "alembic_version"  # Alembic's own bookkeeping table and column
 _SELECT = text(f"SELECT version_num FROM {VERSION_TABLE}")
 
