@@ -153,8 +153,28 @@ def test_remote_transport_that_cannot_start_is_a_failed_connection() -> None:
     raw = produce(lambda: libvirt.open(uri))
     assert codes(raw) == (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC)
     app = from_libvirt(raw, uri=uri)
-    assert (app.code, app.transient) == (ErrorCode.LIBVIRT_CONNECTION_FAILED, True)
+    # a missing CA file does not appear by retrying: not transient (an action through
+    # such a URI fails once, with one audit row, instead of three tries)
+    assert (app.code, app.transient) == (ErrorCode.LIBVIRT_CONNECTION_FAILED, False)
+    assert "TLS" in app.hint
+    assert "spelling" in app.hint
     assert app.context["uri"] == "bogus://admin:***@hv9.invalid/system"
+    no_secret(app)
+
+
+def test_ssh_that_cannot_start_is_one_line_and_hides_the_keyfile() -> None:
+    """The real ssh client, failing before any traffic (a name that cannot resolve):
+    libvirt passes on ssh's stderr, two lines, one quoting the keyfile= path."""
+    keyfile = f"/nonexistent/{SECRET}/id_ed25519"
+    uri = f"qemu+ssh://admin@hv9.invalid/system?keyfile={keyfile}&no_tty=1"
+    raw = produce(lambda: libvirt.open(uri))
+    assert "\n" in str(raw)  # libvirt's own text spans lines ...
+    assert keyfile in str(raw)
+    app = from_libvirt(raw, uri=uri, opening=True)
+    assert "\n" not in app.message  # ... ours is one line
+    assert "\n" not in app.one_line()
+    assert (app.code, app.transient) == (ErrorCode.LIBVIRT_CONNECTION_FAILED, True)
+    assert "ssh" in app.hint
     no_secret(app)
 
 

@@ -21,6 +21,7 @@ from virtwatch.core.errors import (
     as_app_error,
     classify_libvirt,
     is_transient,
+    one_line,
 )
 from virtwatch.core.hub import Hub
 from virtwatch.core.reporter import (
@@ -215,6 +216,30 @@ def test_ssh_transport_failures_while_opening_say_what_ssh_needs(
     assert rule.code is code
     assert hint_part in rule.hint
     assert rule.transient is (code is ErrorCode.LIBVIRT_CONNECTION_FAILED)
+
+
+def test_one_line_folds_the_line_breaks_ssh_passes_on() -> None:
+    err = AppError(
+        ErrorCode.LIBVIRT_CONNECTION_FAILED,
+        "cannot connect: Warning: Identity file x not accessible.\r\n  ssh: Could not resolve",
+        "check it\n",
+    )
+    assert err.one_line() == (
+        "cannot connect: Warning: Identity file x not accessible. ssh: Could not resolve — check it"
+    )
+    assert one_line("a  b") == "a  b"  # only line breaks fold
+
+
+def test_a_tls_setup_failure_is_not_retried() -> None:
+    rule = classify_libvirt(
+        libvirt.VIR_ERR_SYSTEM_ERROR,
+        libvirt.VIR_FROM_RPC,
+        "Cannot read CA certificate '/etc/pki/CA/cacert.pem': No such file or directory",
+        opening=True,
+    )
+    assert rule.code is ErrorCode.LIBVIRT_CONNECTION_FAILED
+    assert not rule.transient
+    assert "TLS" in rule.hint
 
 
 def test_a_connection_lost_later_is_not_a_login_problem() -> None:

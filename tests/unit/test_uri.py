@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtwatch.core.uri import is_local, redact_text, redact_uri
+from virtwatch.core.uri import is_local, redact_text, redact_uri, uri_secrets
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,10 @@ def test_locality() -> None:
     assert is_local("qemu:///system")
     assert is_local("qemu+unix:///system?socket=/x")
     assert not is_local("qemu+ssh://h/system")
+
+
+def test_uri_secrets_are_what_a_message_may_quote_elsewhere() -> None:
+    uri = "qemu+libssh2://u:pw1@h/system?keyfile=/root/k&known_hosts=/root/kh&no_tty=1"
+    assert uri_secrets(uri) == ["/root/kh", "/root/k", "pw1"]
+    assert uri_secrets("qemu:///system") == []
+    assert uri_secrets("qemu+tcp://[broken/system") == []

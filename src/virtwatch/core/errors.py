@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from virtwatch.core.uri import redact_text
+from virtwatch.core.uri import MASK, redact_text, uri_secrets
 
 
 class Category(enum.StrEnum):
@@ -114,6 +114,15 @@ class AppError(Exception):
     cause: BaseException | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        # secrets a URI carries may be quoted outside it (ssh: "Identity file /root/k"):
+        # masked in the cause's text too, which is computed once, here
+        secrets = uri_secrets(str(self.context.get("uri", "")))
+        cause = ""
+        if self.cause is not None:
+            cause = redact_text(f"{type(self.cause).__name__}: {self.cause}")
+            for secret in secrets:
+                cause = cause.replace(secret, MASK)
+        object.__setattr__(self, "_cause_text", one_line(cause))
         self.message = redact_text(self.message)
         self.hint = redact_text(self.hint)
         self.context = {k: redact_text(str(v)) for k, v in self.context.items()}
@@ -140,14 +149,13 @@ class AppError(Exception):
 
     @property
     def cause_text(self) -> str:
-        """`Type: text` of the cause, redacted; "" without a cause."""
-        if self.cause is None:
-            return ""
-        return redact_text(f"{type(self.cause).__name__}: {self.cause}")
+        """`Type: text` of the cause, redacted, on one line; "" without a cause."""
+        text: str = self.__dict__["_cause_text"]
+        return text
 
     def one_line(self) -> str:
-        """`message — hint` for a terminal line or a toast."""
-        return f"{self.message} — {self.hint}" if self.hint else self.message
+        """`message — hint` for a terminal line or a toast, on one line."""
+        return one_line(f"{self.message} — {self.hint}" if self.hint else self.message)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-safe fields for `--json` output and the store."""
@@ -192,6 +200,16 @@ _CONNECT_FAILURE = re.compile(
     r"|no route to host|name or service not known|certificate",
     re.IGNORECASE,
 )
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks folded: ssh passes on several lines of its stderr."""
+    return _LINE_BREAKS.sub(" ", text.strip())
+
+
+# a TLS setup that cannot work: retrying does not make a CA certificate appear
+_TLS_SETUP = re.compile(r"certificate|gnutls|\btls\b", re.IGNORECASE)
 # ssh's own words, passed on by libvirt's ssh transport when the login fails
 _SSH_LOGIN_REFUSED = re.compile(
     r"permission denied \(|host key verification failed|too many authentication failures"
@@ -253,6 +271,11 @@ HINT_SSH_LOGIN = (
 HINT_SSH = (
     "the ssh transport failed: `virsh -c URI list` shows ssh's own words; check the host "
     "name and port, that sshd answers, and that libvirt runs there"
+)
+HINT_TLS = (
+    "TLS could not be set up: libvirt uses TLS for a URI that names a host without a "
+    "+transport, so check the scheme's spelling (qemu+ssh://user@host/system), or the CA "
+    "and client certificates under /etc/pki"
 )
 HINT_LOST = (
     "libvirtd dropped the connection (restarted, stopped or unreachable); virtwatch "
@@ -372,6 +395,8 @@ def classify_libvirt(
         if failed and _SSH_LOGIN_REFUSED.search(message):
             # a refused login does not get better by retrying: down, not a retry storm
             return LibvirtRule(ErrorCode.UNAUTHORIZED, HINT_SSH_LOGIN, Severity.CRITICAL)
+        if failed and not ssh and _TLS_SETUP.search(message):
+            return LibvirtRule(ErrorCode.LIBVIRT_CONNECTION_FAILED, HINT_TLS, Severity.CRITICAL)
         if failed:
             return LibvirtRule(
                 ErrorCode.LIBVIRT_CONNECTION_FAILED,
@@ -440,7 +465,9 @@ def from_libvirt(
     """
     code = err.get_error_code() or 0
     domain = err.get_error_domain() or 0
-    raw = str(err.get_error_message() or err)
+    raw = one_line(str(err.get_error_message() or err))
+    for secret in uri_secrets(uri) if uri is not None else ():
+        raw = raw.replace(secret, MASK)  # ssh quotes a keyfile= path in its own words
     scheme = uri.split(":", 1)[0].lower() if uri is not None else ""
     rule = classify_libvirt(code, domain, raw, opening=opening, ssh=scheme.endswith("ssh"))
     ctx: dict[str, str] = {"libvirt_code": str(code), "libvirt_domain": str(domain)}

@@ -43,6 +43,19 @@ def redact_uri(uri: str) -> str:
     return out
 
 
+def uri_secrets(uri: str) -> list[str]:
+    """The secret parts of `uri` (its password, secret-bearing query values) as they may
+    be quoted elsewhere in a message: ssh says "Identity file /root/k not accessible"."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return []
+    found = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
+    if parts.password:
+        found.append(parts.password)
+    return sorted(set(found), key=len, reverse=True)  # a longer secret before its prefix
+
+
 def redact_text(text: str) -> str:
     """Redact every URI found inside free text (libvirt error messages carry whole URIs)."""
     return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
