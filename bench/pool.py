@@ -1,6 +1,6 @@
 """What the connection pool costs and buys against libvirtd, measured in one run.
 
-    .venv/bin/python bench/pool.py [--uri qemu:///system] [--rounds 7] [--calls 2000]
+    .venv/bin/python -m bench.pool [--uri qemu:///system] [--rounds 7] [--calls 2000]
 
 1. Overhead: a bare call (`getLibVersion` in a worker thread on an open connection,
    with and without keepalive) vs the same call on a connection borrowed from the pool
