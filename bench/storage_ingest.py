@@ -7,8 +7,9 @@ stalls meanwhile, all in one run.
 Each round, on fresh database files (the same schema: WAL, synchronous=FULL):
 - floor: the rows through plain sqlite3 `executemany`, one transaction, on the main
   thread: the throughput the writer is compared with.
-- writer: `StoreWriter` fed one tick at a time (100 VMs x 10 metrics = 1,000 rows, as
-  the hub's intake does) and flushing on its own task, until everything is committed.
+- writer: `StoreWriter` (a recorder's, renewing its lease) fed one tick at a time
+  (100 VMs x 10 metrics = 1,000 rows, as the hub's intake does) and flushing on its own
+  task, until everything is committed.
   Each tick's `SampleRow`s are made as it is fed, as the intake makes them from a
   snapshot: rows made in advance would sit in the oldest GC generation and hide what a
   growing buffer costs the garbage collector.
@@ -57,6 +58,7 @@ from typing import ClassVar, cast
 from virtwatch.core.hub import Hub
 from virtwatch.storage import store as store_module
 from virtwatch.storage.engine import db_url
+from virtwatch.storage.lease import WriterRole
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Sample, Store
 from virtwatch.storage.writer import DEFAULT_BUFFER_ROWS, MAX_ROWS_PER_FLUSH, StoreWriter
@@ -341,7 +343,13 @@ async def through_writer(
         try:
             async with ticking(clock) as ticks:
                 t0 = time.perf_counter()
-                writer = StoreWriter(store, Hub(), maintenance=False, buffer_rows=10_000_000)
+                writer = StoreWriter(  # as `virtwatch record` writes: holding its lease
+                    store,
+                    Hub(),
+                    maintenance=False,
+                    buffer_rows=10_000_000,
+                    role=WriterRole.RECORDER,
+                )
                 async with writer:
                     for tick in data:
                         writer.add_samples([SampleRow._make(r) for r in tick])

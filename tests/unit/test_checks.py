@@ -141,6 +141,7 @@ class Writer:
     failing_since: float | None = None
     dropped_samples: int = 0
     dropped_records: int = 0
+    recorded_elsewhere: tuple[str, ...] = ()
 
 
 LAG = Thresholds(10.0, 60.0)
@@ -160,6 +161,19 @@ def test_store_readings() -> None:
     assert dropping.state is WARN
     (late_and_dropping,) = store_readings("db", Writer(lag_s=90, dropped_records=1), LAG, NOW)
     assert late_and_dropping.state is CRIT
+
+
+def test_store_readings_name_the_process_that_records_a_host() -> None:
+    """Hosts another process records are said plainly, and are not a fault."""
+    one = ("hv1 is recorded by virtwatch record (pid 1234 on node7)",)
+    (shared,) = store_readings("db", Writer(recorded_elsewhere=one), LAG, NOW)
+    assert shared.state is None  # judged by the lag alone: ok
+    assert shared.message == f"writable, 0.5 s behind; {one[0]}"
+    many = tuple(f"hv{i} is recorded by virtwatch record (pid {i} on n)" for i in range(5))
+    (crowded,) = store_readings("db", Writer(recorded_elsewhere=many), LAG, NOW)
+    assert "hv2 is recorded" in crowded.message
+    assert "hv3" not in crowded.message
+    assert crowded.message.endswith("; and 2 more hosts recorded elsewhere")
 
 
 def test_vm_staleness_from_each_running_vms_oldest_value() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -121,6 +121,8 @@ HOST_CHECKS = (
     "host.psi.memory",
     "host.psi.io",
 )
+# hosts another process records, named in the store check's message (then a count)
+MAX_ELSEWHERE = 3
 
 
 # --- what the checks read: small ports ------------------------------------------------
@@ -180,6 +182,9 @@ class WriterStatus(Protocol):
     @property
     def dropped_records(self) -> int: ...
 
+    @property
+    def recorded_elsewhere(self) -> Sequence[str]: ...  # hosts another process records
+
 
 class StoreProbe(Protocol):
     """storage's StoreWriter: `stats()` says whether it writes and how far behind it is."""
@@ -234,6 +239,10 @@ def store_readings(subject: str, st: WriterStatus, limits: Thresholds, now: floa
         return [Reading(subject, None, f"the store writer is {state}", HealthState.UNKNOWN)]
     dropped = st.dropped_samples + st.dropped_records
     msg = f"writable, {lag:.1f} s behind"
+    if elsewhere := st.recorded_elsewhere:  # e.g. "hv1 is recorded by virtwatch record (...)"
+        more = len(elsewhere) - MAX_ELSEWHERE
+        msg += "; " + "; ".join(elsewhere[:MAX_ELSEWHERE])
+        msg += f"; and {more} more hosts recorded elsewhere" if more > 0 else ""
     if not dropped:
         return [Reading(subject, lag, msg)]
     state_now = worst([judge(lag, limits), HealthState.WARN])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import itertools
 import operator
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from virtwatch.core.records import (
 )
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention
+from virtwatch.storage.lease import Claim, live_claims
 from virtwatch.storage.models import (
     Audit,
     DomainEventRow,
@@ -131,6 +133,7 @@ class DbStats:
     used_bytes: int | None
     tables: tuple[TableStats, ...]
     watermarks: dict[tuple[str, str], float] = field(default_factory=dict)  # (host, tier)
+    claims: tuple[Claim, ...] = ()  # live writer claims, by host then rank
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (schema 1: keys are only ever added)."""
@@ -149,6 +152,19 @@ class DbStats:
                 {"host": h, "tier": tier, "up_to": at}
                 for (h, tier), at in sorted(self.watermarks.items())
             ],
+            "writer_claims": [
+                {
+                    "host": c.host,
+                    "holder": c.holder,
+                    "role": c.role,
+                    "pid": c.pid,
+                    "nodename": c.nodename,
+                    "started": c.started_ms / 1000,
+                    "heartbeat": c.heartbeat_ms / 1000,
+                    "writing": c.writing,
+                }
+                for c in self.claims
+            ],
         }
 
     def lines(self) -> list[str]:
@@ -166,6 +182,12 @@ class DbStats:
             )
         for (host, tier), at in sorted(self.watermarks.items()):
             out.append(f"rollup    {tier:<6} of {host} consumed raw samples up to {_when(at)}")
+        for c in self.claims:
+            what = "writes" if c.writing else "stands by for"
+            out.append(
+                f"writer    {c.describe()} {what} {c.host} "
+                f"(started {_when(c.started_ms / 1000)}, heartbeat {_when(c.heartbeat_ms / 1000)})"
+            )
         return out
 
 
@@ -574,10 +596,12 @@ class Queries:
 
     # ---- the database itself -------------------------------------------------------------
 
-    async def stats(self) -> DbStats:
-        """Row counts per table and tier, sizes, oldest and newest times, watermarks."""
+    async def stats(self, *, now: float | None = None) -> DbStats:
+        """Row counts per table and tier, sizes, oldest and newest times, watermarks, and
+        the writer claims live at `now` (default: the wall clock): who writes each host."""
         tables: list[TableStats] = []
         async with self._store.reader.connect() as conn:
+            claims = await live_claims(conn, _ms(time.time() if now is None else now))
             revision = await conn.run_sync(current_revision)
             for tier in (MetricSample, MetricMinute, MetricHour):
                 tables.append(await _sample_table_stats(conn, tier))
@@ -611,6 +635,7 @@ class Queries:
             await retention.used_bytes(self._store),
             tuple(tables),
             marks,
+            tuple(claims),
         )
 
 

@@ -8,6 +8,12 @@ runs the rollups and retention when they are due. When the database refuses writ
 buffer, the oldest raw samples are dropped first when it is full (errors, health and
 events are kept in preference), every drop is counted and reported, and the writer
 retries until the database takes rows again.
+
+With a role (recorder or dashboard) the writer holds a lease on the hosts it has rows
+for (storage/lease.py): when another process leads a host (a recorder, an earlier
+dashboard), this one leaves that host's samples, events, connection states, health and
+rollups to it, so the database holds one copy of each host's history; its own errors,
+tasks and audit are written whatever it leads.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from typing import Any, cast
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import Snapshot
+from virtwatch.core.records import DomainEvent, HealthAlert, HealthResult, HostConnection
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
 from virtwatch.storage.backlog import SampleBacklog
 from virtwatch.storage.intake import store_intake
+from virtwatch.storage.lease import Claim, Holder, Lease, WriterRole
 from virtwatch.storage.retention import Retention
-from virtwatch.storage.rows import Record, rows_from_snapshot
+from virtwatch.storage.rows import Record, ms, rows_from_snapshot
 from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Sample, Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,9 @@ RETRY_MAX_S = 10.0
 Reporter = Callable[[AppError], None]
 _host_of = operator.itemgetter(0)  # SampleRow.host
 _ts_of = operator.itemgetter(4)  # SampleRow.ts_ms
+# the records of a host that only the host's leading writer stores (spikes and drift are
+# DomainEvents); errors, task updates and audit are every process's own
+HOST_RECORDS = (DomainEvent, HostConnection, HealthResult, HealthAlert)
 
 
 class WriterState(enum.StrEnum):
@@ -81,10 +92,21 @@ class WriterStats:
     failing_since: float | None
     last_error: str | None
     lag_s: float  # age of the oldest row still waiting for the disk (0 when none)
+    role: str | None = None  # a WriterRole, None for a writer without a lease
+    leads: tuple[str, ...] = ()  # hosts whose history this writer writes
+    others: tuple[Claim, ...] = ()  # per host it does not lead: who writes it (or will)
+    # rows of hosts another process writes, left to it (not a loss: never reported)
+    not_written_samples: int = 0
+    not_written_records: int = 0
 
     @property
     def buffered(self) -> int:
         return self.buffered_samples + self.buffered_records
+
+    @property
+    def recorded_elsewhere(self) -> tuple[str, ...]:
+        """'hv1 is recorded by virtwatch record (pid 1234 on node7)', per host not led."""
+        return tuple(f"{c.host} is recorded by {c.describe()}" for c in self.others)
 
 
 def is_busy(err: BaseException) -> bool:
@@ -109,6 +131,7 @@ class StoreWriter:
         report: Reporter | None = None,
         clock: Callable[[], float] = time.time,
         intake: Iterable[Subscription[Any]] | None = None,
+        role: WriterRole | None = None,
     ) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be at least 1, got {buffer_rows}")
@@ -149,7 +172,17 @@ class StoreWriter:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self._last_report_at: float | None = None
-        self._own_hosts: set[str] = set()
+        self._own_hosts: set[str] = set()  # hosts of the samples it was given
+        self._record_hosts: set[str] = set()  # hosts of the HOST_RECORDS it was given
+        # without a role: a plain batch writer that writes every host (tests, tools)
+        self._lease = (
+            None
+            if role is None
+            else Lease(store, Holder.of_this_process(role, round(clock() * 1000)))
+        )
+        self._claim_sizes = (0, 0)  # (own, record) hosts known at the last renew
+        self.not_written_samples = 0
+        self.not_written_records = 0
         self._next_rollup_at = 0.0
         self._next_retention_at = 0.0
         self.rollup_steps = 0
@@ -201,6 +234,8 @@ class StoreWriter:
             else:
                 self.dropped_records += 1  # everything held is in flight
                 return
+        if isinstance(record, HOST_RECORDS) and record.host:
+            self._record_hosts.add(record.host)
         self._records.append(record)
         self._mark_pending()
 
@@ -230,6 +265,17 @@ class StoreWriter:
             failing_since=self.failing_since,
             last_error=self.last_error,
             lag_s=0.0 if self._pending_since is None else max(0.0, now - self._pending_since),
+            role=None if self._lease is None else self._lease.holder.role.value,
+            leads=tuple(
+                sorted(self._own_hosts | self._record_hosts)
+                if self._lease is None
+                else sorted(self._lease.led)
+            ),
+            others=()
+            if self._lease is None
+            else tuple(self._lease.writers[h] for h in sorted(self._lease.writers)),
+            not_written_samples=self.not_written_samples,
+            not_written_records=self.not_written_records,
         )
 
     def oldest_pending_ms(self) -> int | None:
@@ -253,11 +299,56 @@ class StoreWriter:
             total += await self._flush_some()
         return total
 
+    async def _renew_if_due(self) -> None:
+        """Renew the lease every RENEW_EVERY_S, and at once when hosts not yet decided
+        have rows: their first rows wait for the decision."""
+        lease = self._lease
+        if lease is None:
+            return
+        now = self._clock()
+        sizes = (len(self._own_hosts), len(self._record_hosts))
+        if lease.due(now) or sizes != self._claim_sizes:
+            await lease.renew(self._own_hosts | self._record_hosts, now)
+            self._claim_sizes = sizes
+
+    async def _leave_to_others(self, skip: frozenset[str], cuts: dict[str, int]) -> None:
+        """Take out of the flush in flight the rows of hosts another process writes, and
+        of hosts just taken over, those taken before (the other process wrote them)."""
+        taken = self._inflight_samples
+        kept: list[Sample] = []
+        for start in range(0, len(taken), MAX_ROWS_PER_STATEMENT):
+            if start:
+                await asyncio.sleep(0)  # a big backlog never holds the loop for long
+            part = taken[start : start + MAX_ROWS_PER_STATEMENT]
+            if cuts:
+                kept += [r for r in part if r[0] not in skip and r[4] >= cuts.get(r[0], 0)]
+            else:
+                kept += [r for r in part if r[0] not in skip]
+        if len(kept) < len(taken):
+            self.not_written_samples += len(taken) - len(kept)
+            self._inflight_samples = tuple(kept)
+        records = self._inflight_records
+        mine = [
+            r
+            for r in records
+            if not (
+                isinstance(r, HOST_RECORDS)
+                and (r.host in skip or ms(r.at) < cuts.get(r.host or "", 0))
+            )
+        ]
+        if len(mine) < len(records):
+            self.not_written_records += len(records) - len(mine)
+            self._inflight_records = mine
+
     async def _flush_some(self) -> int:
+        await self._renew_if_due()  # before anything is taken: a failure keeps it all
         n_rec = min(len(self._records), MAX_ROWS_PER_FLUSH)
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
         n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
         self._inflight_samples = self._samples.take(n_smp)
+        lease = self._lease
+        if lease is not None and (lease.skipped or lease.cuts):
+            await self._leave_to_others(lease.skipped, lease.cuts)
         try:
             written = await self._store.write(self._inflight_samples, self._inflight_records)
         except BaseException:
@@ -337,10 +428,12 @@ class StoreWriter:
         """Rollups every minute (a few chunks a round while catching up), retention
         every ten minutes. Failures are reported like write failures."""
         now = self._clock()
-        if now >= self._next_rollup_at and self._own_hosts:
+        lease = self._lease
+        hosts = sorted(self._own_hosts if lease is None else self._own_hosts & lease.led)
+        if now >= self._next_rollup_at and hosts:
             steps = await rollup.rollup(
                 self._store,
-                sorted(self._own_hosts),
+                hosts,
                 now_ms=int(now * 1000),
                 oldest_pending_ms=self.oldest_pending_ms(),
                 max_steps=MAX_ROLLUP_STEPS_PER_ROUND,
@@ -366,6 +459,7 @@ class StoreWriter:
     async def _cycle(self) -> float:
         """One flush (+ maintenance); returns how long to wait before the next one."""
         try:
+            await self._renew_if_due()  # also when idle: the claims stay live
             if self._samples or self._records:
                 await self._flush_some()
             if not (self._samples or self._records) and self._maintenance:
@@ -434,6 +528,17 @@ class StoreWriter:
         except Exception as err:
             self._on_failure(err)
             log.error("final flush failed: %d rows not written: %s", self._buffered(), err)
+        await self._release()
+
+    async def _release(self) -> None:
+        """Hand this writer's hosts over: deleted claims are taken at the others' next
+        renew (one that cannot be deleted now expires after the TTL)."""
+        if self._lease is None:
+            return
+        try:
+            await self._lease.release()
+        except Exception as err:
+            log.warning("the writer's claims stay until they expire: %s", redact_text(str(err)))
 
     # ---- as a context manager -------------------------------------------------------------
 
@@ -463,3 +568,5 @@ class StoreWriter:
         runner = self._runner
         if runner is not None and not runner.done():
             await runner
+        elif self.state is WriterState.UNSTARTED:
+            await self._release()  # flushed by hand, never run: its claims go too

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import platformdirs
 
@@ -419,9 +419,17 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
 
 
 def store_writer(
-    config: Config, store: Store, hub: Hub, intake: Iterable[Subscription[Any]] | None = None
+    config: Config,
+    store: Store,
+    hub: Hub,
+    intake: Iterable[Subscription[Any]] | None = None,
+    *,
+    role: Literal["recorder", "dashboard"],
 ) -> StoreWriter:
-    """The store writer with the config's [storage] buffer, flush interval and retention."""
+    """The store writer with the config's [storage] buffer, flush interval and retention,
+    holding a lease on its hosts as `role` (storage/lease.py: of the processes sharing a
+    database, one writes each host's history, a recorder before a dashboard)."""
+    from virtwatch.storage.lease import WriterRole
     from virtwatch.storage.settings import parse_storage
     from virtwatch.storage.writer import StoreWriter
 
@@ -433,6 +441,7 @@ def store_writer(
         flush_interval_s=storage.flush_interval_s,
         retention_policy=storage.retention,
         intake=intake,
+        role=WriterRole(role),
     )
 
 
@@ -452,7 +461,7 @@ async def recording(
     """Everything that watches and remembers, for the recorder: the store writer
     (subscribed before the runtime opens and closed after it, so the runtime's first and
     final reports are kept), the runtime `rt`, the health checks and the watchers."""
-    writer = store_writer(config, store, hub)
+    writer = store_writer(config, store, hub, role="recorder")
     async with writer, rt, judging(config, rt, hub, store, writer):
         yield writer
 
@@ -509,7 +518,9 @@ async def recording_after_start(
                 store = await keeping.enter_async_context(
                     Store(db_url(db or storage.db or default_db_path()))
                 )
-                writer = await keeping.enter_async_context(store_writer(config, store, hub, intake))
+                writer = await keeping.enter_async_context(
+                    store_writer(config, store, hub, intake, role="dashboard")
+                )
                 if not left.is_set():
                     await judged.enter_async_context(judging(config, rt, hub, store, writer))
                     incidents = StoreIncidents(store, generated_by=f"virtwatch {__version__}")
