@@ -42,7 +42,14 @@ def test_snapshot_json_lists_every_domain(make_fleet: FleetFactory) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["bogus:///nowhere", "qemu+unix:///system?socket=/nonexistent/sock", "qemu://[bad"],
+    [
+        "bogus:///nowhere",
+        "qemu+unix:///system?socket=/nonexistent/sock",
+        "qemu://[bad",
+        "bogus://nowhere.invalid/system",  # the remote driver, TLS without a CA file
+        # ssh's two lines of stderr, one quoting the keyfile
+        "qemu+ssh://u:pw@nowhere.invalid/system?keyfile=/nonexistent/k",
+    ],
 )
 def test_a_bad_uri_is_one_clear_line_and_non_zero(uri: str) -> None:
     out = run("snapshot", "--json", "--uri", uri)
@@ -53,6 +60,8 @@ def test_a_bad_uri_is_one_clear_line_and_non_zero(uri: str) -> None:
     assert lines[0].startswith("virtwatch: ")
     assert "Traceback" not in out.stderr
     assert "—" in lines[0]  # a hint follows the message
+    assert "/nonexistent/k" not in out.stderr
+    assert ":pw@" not in out.stderr
 
 
 def test_credentials_never_reach_the_error_line() -> None:
@@ -60,6 +69,13 @@ def test_credentials_never_reach_the_error_line() -> None:
     assert out.returncode != 0
     assert "hunter2" not in out.stderr
     assert "admin:***@" in out.stderr
+
+
+def test_the_dashboard_flags_are_listed_without_the_command_word() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for flag in ("--uri", "--db", "--interval", "--config", "--refresh", "--read-only"):
+        assert flag in out.stdout
 
 
 def test_bad_arguments_are_usage_errors() -> None:

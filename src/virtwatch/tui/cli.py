@@ -38,7 +38,7 @@ from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, collector_se
 from virtwatch.core.config import Config, config_error, get_typed, load_config
 from virtwatch.core.connection import Credentials, SingleConnection, open_connection
 from virtwatch.core.demo import demo_uri
-from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
 from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.model import snapshot_to_dict
@@ -100,7 +100,9 @@ def _positive(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="virtwatch", description="A terminal dashboard for KVM/libvirt hosts."
+        prog="virtwatch",
+        description="A terminal dashboard for KVM/libvirt hosts.",
+        epilog="`virtwatch COMMAND --help` shows a command's options.",
     )
     p.add_argument("--version", action="version", version=f"virtwatch {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -114,9 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
     )
-    p.add_argument("--uri", help=argparse.SUPPRESS)
-    p.add_argument("--db", help=argparse.SUPPRESS)
-    p.add_argument("--interval", type=_positive, default=None, help=argparse.SUPPRESS)
+    # the dashboard's flags also work without the word `dashboard`, so they are listed
+    p.add_argument(
+        "--uri",
+        help="libvirt URI (default: [[hosts]] in the config, else $LIBVIRT_DEFAULT_URI, "
+        "else qemu:///system)",
+    )
+    p.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    p.add_argument(
+        "--interval",
+        type=_positive,
+        default=None,
+        help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
+    )
     p.add_argument("--read-only", action="store_true", help="open read-only connections")
     p.add_argument(
         "--no-demo", action="store_true", help="never fall back to the bundled demo host"
@@ -126,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--read-only", action="store_true", help="open read-only connections")
     dash.add_argument("--no-demo", action="store_true", help="never fall back to the demo host")
     for parser in (p, dash):
-        _dashboard_flags(parser, hidden=parser is p)
+        _dashboard_flags(parser)
     snap = sub.add_parser("snapshot", parents=[common], help="print one snapshot and exit")
     snap.add_argument("--json", action="store_true", required=True, help="JSON on stdout")
     db = sub.add_parser("db", help="database maintenance")
@@ -267,17 +279,13 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(Path(flag) if flag else default_config_path())
 
 
-def _dashboard_flags(parser: argparse.ArgumentParser, *, hidden: bool) -> None:
+def _dashboard_flags(parser: argparse.ArgumentParser) -> None:
     """The dashboard's own flags (they override the config's [ui] table)."""
-
-    def say(text: str) -> str:
-        return argparse.SUPPRESS if hidden else text
-
-    parser.add_argument("--config", help=say("config file (default: platform config dir)"))
+    parser.add_argument("--config", help="config file (default: platform config dir)")
     parser.add_argument(
-        "--refresh", type=_positive, default=None, help=say("seconds between screen updates")
+        "--refresh", type=_positive, default=None, help="seconds between screen updates"
     )
-    parser.add_argument("--theme", default=None, help=say("a Textual theme name"))
+    parser.add_argument("--theme", default=None, help="a Textual theme name")
 
 
 async def run_dashboard(args: argparse.Namespace) -> int:
@@ -803,7 +811,7 @@ async def run_health(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"virtwatch: {redact_text(message)}", file=sys.stderr)
+    print(f"virtwatch: {one_line(redact_text(message))}", file=sys.stderr)
     return EXIT_FAILURE
 
 
