@@ -41,7 +41,7 @@ from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
 from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.tui.app import VirtwatchApp
-from virtwatch.tui.dashboard import DashboardScreen
+from virtwatch.tui.dashboard import NARROW_BELOW, DashboardScreen
 from virtwatch.tui.detail import Span, VmDetailScreen
 from virtwatch.tui.dialogs import ConfirmScreen, ErrorRecordScreen, QuitScreen, TypeCountScreen
 from virtwatch.tui.header import HostHeaders
@@ -269,7 +269,7 @@ async def test_four_panes_fit_small_and_large_terminals(
             hub.publish(r)
         await settle(pilot)
         screen = app.screen
-        assert screen.has_class("-narrow") is (size[0] < 140)
+        assert screen.has_class("-narrow") is (size[0] < NARROW_BELOW)
         for pane in ("machines-pane", "performance-pane", "health-pane", "errors-pane"):
             region = screen.query_one(f"#{pane}").region
             assert region.width >= 20, (pane, region)
@@ -707,6 +707,49 @@ async def test_help_lists_every_key(make_app: AppFactory) -> None:
         assert isinstance(app.screen, HelpScreen)
         assert "24 h" in app.screen.text()
         assert "7 d" in app.screen.text()
+
+
+async def test_the_machines_subtitle_counts_one_vm_or_several(make_app: AppFactory) -> None:
+    app, hub = make_app(settings=FAST)
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.dashboard.query_one("#machines-pane")
+        base = fleet_snapshot()
+        for tick, (n, words) in enumerate(((1, "1 VM"), (2, "2 VMs"), (1, "1 VM")), 1):
+            hub.publish(dataclasses.replace(base, tick=tick, domains=base.domains[:n]))
+            await pilot.pause(0.1)
+            await settle(pilot)
+            assert str(pane.border_subtitle) == words
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)])
+async def test_a_host_header_never_wraps_it_leaves_parts_out(
+    make_app: AppFactory, size: tuple[int, int]
+) -> None:
+    from virtwatch.tui.header import HostHeader
+
+    app, hub = make_app()
+    async with app.run_test(size=size) as pilot:
+        hub.publish(fleet_snapshot())
+        hub.publish(second_host_snapshot())
+        await settle(pilot)
+        headers = list(app.dashboard.query(HostHeader))
+        assert [h.host for h in headers] == [HOST, HOST2]
+        for h in headers:
+            text = h.render().plain
+            first = text.split("\n")[0]
+            assert len(first) <= h.size.width
+            # one screen line for the host line and one for each notice under it
+            assert h.size.height == text.count("\n") + 1
+            for part in (h.host, "VMs", "CPU", "MEM"):
+                assert part in first
+        first = headers[0].render().plain
+        assert ("libvirt 9.0.0" in first) is (size[0] > 160)
+        assert "● connected" in first or size[0] < 120
+        # the terminal narrows: the header follows
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        assert all(len(h.render().plain.split("\n")[0]) <= 78 for h in headers)
+        assert headers[0].size.height == 1
 
 
 async def test_errors_and_notices_appear_in_the_header(make_app: AppFactory) -> None:

@@ -1,11 +1,13 @@
 """The Machines pane with a thousand VMs: an update rewrites only the cells that
 changed, formats only the rows on screen (the others when they are drawn), and still
-sorts and filters every row by its raw values. The Performance pane redraws by line."""
+sorts and filters every row by its raw values. Column widths follow the text on the
+shown rows and the room there is. The Performance pane redraws by line."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from rich.text import Text
 from textual._compositor import CompositorUpdate
 from textual.geometry import Region
@@ -15,6 +17,7 @@ from tests.tui.conftest import AppFactory, settle
 from virtwatch.core.model import DomainSample, Snapshot
 from virtwatch.tui.machines import MachineTable
 from virtwatch.tui.performance import PerformanceView, performance_text
+from virtwatch.tui.rows import COLUMN_INDEX, visible_columns
 from virtwatch.tui.settings import UiSettings
 
 N = 1_000
@@ -186,3 +189,79 @@ async def test_performance_pane_shows_the_new_lines_after_each_snapshot(
         ).plain.split("\n")
         assert drawn[: len(expected)] == [line.rstrip() for line in expected]
         assert any("web-01" in line and "88.8%" in line for line in drawn)
+
+
+# --- column widths ------------------------------------------------------------------
+
+LONG = "shut off: destroyed by admin"
+STATE_FLOOR = visible_columns(multi_host=False)[COLUMN_INDEX["state"] - 1].floor
+
+
+def widths(table: MachineTable) -> dict[str, int]:
+    return {str(c.key.value): c.content_width for c in table.ordered_columns}
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (160, 48)])
+async def test_a_long_state_is_cut_to_fit_and_its_column_shrinks_when_it_goes(
+    make_app: AppFactory, size: tuple[int, int]
+) -> None:
+    app, _hub = make_app()
+    async with app.run_test(size=size) as pilot:
+        table = app.dashboard.machines
+        base = fleet_snapshot()
+        table.apply(base)
+        await settle(pilot)
+        before, labels = widths(table), screen_lines(table)[0]
+        widest = max(len(c[3]) for c in table.shown().values())
+        assert before["state"] == (widest if size[0] >= 120 else STATE_FLOOR)
+        long = domain("aa-old", state=5, reason=2)  # sorts into view at 80x24
+        table.apply(dataclasses.replace(base, tick=2, domains=(*base.domains, long)))
+        await settle(pilot)
+        lines = screen_lines(table)
+        row = next(line for line in lines if "aa-old" in line)
+        state = widths(table)["state"]
+        if state >= len(LONG):
+            assert LONG in row
+        else:  # cut, with the whole of it in the VM's detail
+            assert f"{LONG[: state - 1]}… " in row
+            assert LONG not in row
+        if size[0] >= 120:  # every column on screen, its label whole
+            assert table.virtual_size.width <= table.size.width
+            for column in table.ordered_columns:
+                assert column.label.plain.strip() in lines[0]
+            assert "Uptime" in lines[0]
+        else:  # as little as may be cut: State down to its floor, the rest scrolls
+            assert state == STATE_FLOOR
+        # the long state goes: the column is as narrow as before
+        table.apply(dataclasses.replace(base, tick=3))
+        await settle(pilot)
+        assert widths(table) == before
+        assert screen_lines(table)[0] == labels
+        # the same VM back with the long state, then a short one: narrow again
+        table.apply(dataclasses.replace(base, tick=4, domains=(*base.domains, long)))
+        await settle(pilot)
+        assert widths(table)["state"] == state
+        running = domain("aa-old")
+        table.apply(dataclasses.replace(base, tick=5, domains=(*base.domains, running)))
+        await settle(pilot)
+        assert widths(table) == before
+        row = next(line for line in screen_lines(table) if "aa-old" in line)
+        assert "running " in row
+
+
+async def test_at_120_columns_a_long_name_is_cut_as_literal_text(make_app: AppFactory) -> None:
+    app, _hub = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.dashboard.machines
+        base = fleet_snapshot()
+        hostile = domain("[bold red]a-very-long-vm-name-indeed[/]", state=5, reason=2)
+        table.apply(dataclasses.replace(base, domains=(*base.domains, hostile)))
+        await settle(pilot)
+        lines = screen_lines(table)
+        assert table.virtual_size.width <= table.size.width
+        assert "Uptime" in lines[0]
+        name = widths(table)["name"]
+        assert name < len(hostile.name)
+        assert any(f"{hostile.name[: name - 1]}… " in line for line in lines)
+        cell = table.get_cell(MachineTable.row_key(HOST, hostile.uuid), "name")
+        assert (cell.plain, cell.spans) == (hostile.name, [])  # the whole name, no markup

@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.canned import HOST, NOW, audit_records, domain, fleet_snapshot, task_updates
+from tests.canned import (
+    HOST,
+    NOW,
+    audit_records,
+    domain,
+    fleet_snapshot,
+    second_host_snapshot,
+    task_updates,
+)
 from virtwatch.core.config import Config, ConfigError, load_config
 from virtwatch.core.records import AuditRecord, Outcome, TaskState
 from virtwatch.tui.action_flow import activity_text, outcome_text
@@ -19,10 +27,14 @@ from virtwatch.tui.detail import Span, markers_for, to_xy
 from virtwatch.tui.dialogs import confirm_text, needs_typed_count, targets_text
 from virtwatch.tui.factory import history_for, read_only_hosts
 from virtwatch.tui.format import fmt_pair, fmt_rate, gauge, sparkline
+from virtwatch.tui.header import LEAVE_OUT, fitted_host_line, host_line
 from virtwatch.tui.ports import VmAction, VmRef
 from virtwatch.tui.rows import (
     COLUMN_INDEX,
+    CUT_FIRST,
     SORTABLE,
+    Column,
+    fit_widths,
     matches,
     parse_query,
     reason_text,
@@ -127,6 +139,115 @@ def test_a_sparkline_is_always_its_width(values: list[float], width: int) -> Non
 @given(st.one_of(st.none(), st.floats(-50, 500, allow_nan=False)), st.integers(0, 30))
 def test_a_gauge_is_always_its_width(pct: float | None, width: int) -> None:
     assert len(gauge(pct, width)) == width
+
+
+def _labels(columns: tuple[Column, ...]) -> list[tuple[int, int]]:
+    return [(len(c.label), len(c.short or c.label)) for c in columns]
+
+
+def test_columns_fit_their_widest_text_and_short_of_room_labels_then_state_give_way() -> None:
+    cols = visible_columns(multi_host=False)
+    keys = [c.key for c in cols]
+    content = [len(t) for t in row_cells(HOST, domain("web-01", state=5, reason=2), NOW)]
+    content = [content[COLUMN_INDEX[k]] for k in keys]
+    labels = _labels(cols)
+    full = [max(c, lab) for c, (lab, _) in zip(content, labels, strict=True)]
+    # room enough (or not laid out yet): each column is its widest text or its label
+    assert fit_widths(cols, content, labels, None).widths == tuple(full)
+    roomy = fit_widths(cols, content, labels, sum(full))
+    assert (roomy.widths, roomy.short_labels) == (tuple(full), False)
+    # one cell short: the short labels, and nothing is cut
+    short = fit_widths(cols, content, labels, sum(full) - 1)
+    assert short.short_labels
+    assert short.widths[keys.index("state")] == len("shut off: destroyed by admin")
+    assert short.widths[keys.index("disk")] == len("Disk rd/wr")
+    # shorter still: State is cut, only as far as needed, then down to its floor
+    state = keys.index("state")
+    room = sum(short.widths) - 3
+    cut = fit_widths(cols, content, labels, room)
+    assert cut.widths[state] == len("shut off: destroyed by admin") - 3
+    assert sum(cut.widths) == room
+    floor = cols[state].floor
+    tight = fit_widths(cols, content, labels, 10)
+    assert tight.widths[state] == floor
+    assert tight.widths[keys.index("name")] == len("web-01")  # narrower than its floor
+    assert [w for i, w in enumerate(tight.widths) if keys[i] not in CUT_FIRST] == [
+        w for i, w in enumerate(short.widths) if keys[i] not in CUT_FIRST
+    ]
+
+
+@given(
+    st.lists(st.integers(0, 60), min_size=11, max_size=11),
+    st.one_of(st.none(), st.integers(0, 300)),
+    st.booleans(),
+)
+def test_fitted_widths_never_cut_below_a_floor_and_fit_when_the_floors_do(
+    raw: list[int], room: int | None, multi_host: bool
+) -> None:
+    cols = visible_columns(multi_host=multi_host)
+    content = raw[: len(cols)]
+    labels = _labels(cols)
+    fit = fit_widths(cols, content, labels, room)
+    least = []
+    for c, text, (lab, short), w in zip(cols, content, labels, fit.widths, strict=True):
+        shown = short if fit.short_labels else lab
+        assert w >= shown  # a label is never cut
+        if c.key in CUT_FIRST and fit.short_labels:
+            assert w >= min(max(text, short), max(c.floor, short))
+        else:
+            assert w == max(text, shown)  # only State, Host and Name are ever cut
+        least.append(min(max(text, short), max(c.floor, short)) if c.key in CUT_FIRST else w)
+    wanted = [max(t, short) for t, (_, short) in zip(content, labels, strict=True)]
+    if (
+        room is None
+        or sum(max(t, lab) for t, (lab, _) in zip(content, labels, strict=True)) <= room
+    ):
+        assert not fit.short_labels
+    elif sum(least) > room:
+        assert list(fit.widths) == least  # everything at its floor: the rest scrolls
+    elif sum(wanted) > room:
+        assert sum(fit.widths) == room  # cut only as far as needed
+    else:
+        assert list(fit.widths) == wanted  # the short labels were enough
+    if room is not None:
+        wider = fit_widths(cols, content, labels, room + 7)
+        assert all(a <= b for a, b in zip(fit.widths, wider.widths, strict=True))
+
+
+def test_a_host_line_leaves_out_the_least_important_parts_first() -> None:
+    snap = fleet_snapshot()
+    full = host_line(HOST, snap, None, NOW).plain
+    assert fitted_host_line(HOST, snap, None, NOW, None).plain == full
+    assert fitted_host_line(HOST, snap, None, NOW, len(full)).plain == full
+    assert "libvirt 9.0.0 · QEMU 7.2.22" in full
+    at_118 = fitted_host_line(HOST, snap, None, NOW, 118).plain
+    assert "libvirt" not in at_118
+    assert "hv-07.example.net" in at_118
+    assert "VMs 8/12 running" in at_118
+    at_78 = fitted_host_line(HOST, snap, None, NOW, 78).plain
+    assert at_78 == "qemu:///system · ● connected · VMs 8/12 running · CPU 32% · MEM 41 GiB/64 GiB"
+    # old data keeps its age however narrow the line
+    old = dataclasses.replace(snap, taken_at=NOW - 75)
+    assert "data 1m15s ago" in fitted_host_line(HOST, old, None, NOW, 78).plain
+    everything_out = host_line(HOST, snap, None, NOW, leave_out=LEAVE_OUT).plain
+    assert everything_out == "qemu:///system · ● · VMs 8/12 · CPU 32% · MEM 41 GiB/64 GiB"
+    tiny = fitted_host_line(HOST, snap, None, NOW, 30).plain
+    assert len(tiny) == 30
+    assert tiny.endswith("…")
+
+
+@given(st.integers(1, 220), st.booleans())
+def test_a_host_line_never_outgrows_its_width(width: int, second: bool) -> None:
+    snap = second_host_snapshot() if second else fleet_snapshot()
+    line = fitted_host_line(snap.host, snap, None, NOW, width)
+    assert "\n" not in line.plain
+    if len(snap.host) >= width:  # a host's name is never cut: it wraps
+        assert line.plain.startswith(snap.host)
+        return
+    assert line.cell_len <= width
+    # a wider line never leaves out more
+    wider = fitted_host_line(snap.host, snap, None, NOW, width + 1)
+    assert wider.cell_len >= line.cell_len
 
 
 def test_confirmations_name_vms_and_hosts() -> None:

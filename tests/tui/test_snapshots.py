@@ -11,17 +11,28 @@ from tests.tui.scenes import build_app, dashboard, then
 
 SnapCompare = Callable[..., bool]
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
+DASHBOARD_SIZES = [
+    *SIZES[:1],
+    pytest.param((120, 40), id="120x40"),
+    *SIZES[1:],
+    pytest.param((200, 60), id="200x60"),
+]
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", DASHBOARD_SIZES)
 def test_dashboard(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
-    """Header: qemu:///system, hv-07.example.net, libvirt 9.0.0, QEMU 7.2.22, connected,
-    'VMs 8/12 running', CPU and MEM gauges; hv-08 reconnecting with its retry and the
-    ssh message. Machines: 12 VMs by name ▲, the literal '[bold red]x[/]' first, CPU
-    with sparklines, 'shut off' dimmed. Performance: host CPU/MEM sparklines, top CPU
-    (build-runner). Health: 2 alerts banner, host.disk crit first. Errors: three rows,
-    the hostile message shown as typed. At 80x24 the three small panes sit side by
-    side under the table; at 160x48 they form a column to its right with Errors below."""
+    """Header, one line for hv-07 at every size: qemu:///system, connected, 'VMs 8/12
+    running', CPU and MEM figures; from 120 columns also hv-07.example.net and the
+    gauges' bars, and at 160 and 200 also libvirt 9.0.0 and QEMU 7.2.22; then hv-08
+    reconnecting with its retry and the ssh message. Machines: 12 VMs by name ▲, the
+    literal '[bold red]x[/]' first, CPU with sparklines, 'shut off' dimmed; at 120x40
+    every column up to Uptime, with short labels (Mem used/alloc, Disk rd/wr, Net rx/tx)
+    and web-01's 'running ✖ start fai…' cut; at 160 and 200 the long labels and nothing
+    cut; at 80x24 State cut to 18 ('shut off: shut do…') and the columns from Memory on
+    off to the right. Performance: host CPU/MEM sparklines, top CPU (build-runner).
+    Health: 2 alerts banner, host.disk crit first. Errors: three rows, the hostile
+    message shown as typed. Below 180 columns the three small panes sit side by side
+    under the table; at 200x60 they form a column to its right with Errors below."""
     app, hub = build_app()
     assert snap_compare(app, terminal_size=size, run_before=dashboard(hub))
 

@@ -37,7 +37,9 @@ from virtwatch.tui.performance import PerformancePane
 from virtwatch.tui.ports import VmAction, VmRef
 from virtwatch.tui.state import DashboardState
 
-NARROW_BELOW = 140  # columns: below this the side panes go under the table
+# columns: below this the side panes go under the table, which then has the whole
+# width; from here, its two thirds (120+) still show every column (rows.fit_widths)
+NARROW_BELOW = 180
 AGES_EVERY_S = 0.9  # ages (data age, stale rows, last runs) move on at most this often
 SNAPSHOTS_STOPPED_S = 1.5  # with no snapshot for this long, the timer moves ages on
 
@@ -144,7 +146,8 @@ class DashboardScreen(Screen[None]):
         marks = f" · {len(self.machines.marked)} marked" if self.machines.marked else ""
         # an active filter is always named, even when it hides nothing
         filtered = shown != total or bool(filt)
-        pane.set_subtitle(f"{shown} of {total}{filt}{marks}" if filtered else f"{total} VMs{marks}")
+        vms = "1 VM" if total == 1 else f"{total} VMs"
+        pane.set_subtitle(f"{shown} of {total}{filt}{marks}" if filtered else f"{vms}{marks}")
 
     def show_connection(self, conn: HostConnection) -> None:
         self.query_one(HostHeaders).show_connection(conn)

@@ -1,14 +1,17 @@
 """The host headers: one line per host — who it is, how fresh its data is, its
 connection state and next retry, its VMs, and its CPU/memory gauges — plus notices.
+A host's line never wraps: where it does not fit, the less important parts go first
+(`LEAVE_OUT`), then it is cut with '…'.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.containers import Vertical
 from textual.widget import Widget
 
@@ -18,6 +21,19 @@ from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.format import fmt_age, fmt_duration, fmt_kib, gauge
 
 GAUGE_WIDTH = 8
+SHORT_GAUGE_WIDTH = 4
+FRESH_S = 10.0  # data younger than this is not worth a highlight
+
+# What a host's line leaves out, one more at a time, until it fits its width
+LEAVE_OUT = (
+    "versions",  # libvirt and hypervisor versions
+    "long gauges",  # gauges SHORT_GAUGE_WIDTH cells wide, not GAUGE_WIDTH
+    "fresh age",  # 'data now' while the data is fresh (an old age stays, in yellow)
+    "hostname",  # the hostname the host reports
+    "gauges",  # the gauges' bars (their figures stay)
+    "uri",  # the URI after a host's own name
+    "words",  # 'connected' after its ●, 'running' after the VM counts
+)
 
 _CONN_STYLE = {
     ConnectionState.CONNECTING: ("…", "yellow"),
@@ -29,10 +45,15 @@ _CONN_STYLE = {
 }
 
 
-def connection_text(conn: HostConnection | None, snap: Snapshot | None, now: float) -> Text:
-    """'● connected', '↻ reconnecting in 4s', '✖ down for 12m, retry in 8s'."""
-    if conn is None:
-        return Text("● connected", style="green") if snap is not None else Text("…", style="dim")
+def connection_text(
+    conn: HostConnection | None, snap: Snapshot | None, now: float, *, terse: bool = False
+) -> Text:
+    """'● connected', '↻ reconnecting in 4s', '✖ down for 12m, retry in 8s'; `terse`
+    leaves a plain 'connected' at its ●."""
+    if conn is None or (terse and conn.state is ConnectionState.CONNECTED):
+        if snap is None and conn is None:
+            return Text("…", style="dim")
+        return Text("●" if terse else "● connected", style="green")
     mark, style = _CONN_STYLE.get(conn.state, ("?", ""))
     words = str(conn.state)
     if conn.state is ConnectionState.DOWN:
@@ -42,53 +63,94 @@ def connection_text(conn: HostConnection | None, snap: Snapshot | None, now: flo
     return Text(f"{mark} {words}", style=style)
 
 
-def header_text(
+def host_line(
     host: str,
     snap: Snapshot | None,
     conn: HostConnection | None,
-    error: ErrorReport | None,
     now: float,
+    *,
+    leave_out: Collection[str] = (),
 ) -> Text:
-    """A host's header as plain `Text` (host names and messages are untrusted)."""
+    """A host's first line, without the parts named in `leave_out` (see `LEAVE_OUT`)."""
     line = Text()
     line.append(host, style="bold")
+    terse = "words" in leave_out
     if snap is None:
         uri = conn.uri if conn is not None else ""
-        if uri and uri != host:
+        if uri and uri != host and "uri" not in leave_out:
             line.append(" ")
             line.append(uri, style="dim")
         line.append(" · ")
         line.append_text(connection_text(conn, snap, now))
         if conn is None:
             line.append(" connecting…", style="dim")
-    else:
-        f = snap.facts
-        if f.uri != host:
+        return line
+    f = snap.facts
+    if f.uri != host and "uri" not in leave_out:
+        line.append(" ")
+        line.append(f.uri, style="dim")
+    if "hostname" not in leave_out:
+        line.append(f" · {f.hostname}")
+    if "versions" not in leave_out:
+        line.append(f" · libvirt {f.libvirt_version} · {f.driver} {f.hypervisor_version}")
+    line.append(" · ")
+    line.append_text(connection_text(conn, snap, now, terse=terse))
+    age = now - snap.taken_at
+    if age >= FRESH_S or "fresh age" not in leave_out:
+        line.append(f" · data {fmt_age(age)}", style="dim" if age < FRESH_S else "bold yellow")
+    running = sum(1 for d in snap.domains if d.state is DomainState.RUNNING)
+    line.append(f" · VMs {running}/{len(snap.domains)}{'' if terse else ' running'}")
+    hs = snap.host_sample
+    if hs is not None:
+        bars = "gauges" not in leave_out
+        width = SHORT_GAUGE_WIDTH if "long gauges" in leave_out else GAUGE_WIDTH
+        line.append(" · CPU ")
+        if bars:
+            line.append(gauge(hs.cpu_pct, width), style="cyan on grey23")
             line.append(" ")
-            line.append(f.uri, style="dim")
-        line.append(
-            f" · {f.hostname} · libvirt {f.libvirt_version} · {f.driver} {f.hypervisor_version} · "
+        pct = "—" if hs.cpu_pct is None else f"{hs.cpu_pct:.0f}%"
+        line.append(f"{pct} · MEM ")
+        mem_pct = (
+            None
+            if hs.mem_used_kib is None or not hs.mem_total_kib
+            else 100.0 * hs.mem_used_kib / hs.mem_total_kib
         )
-        line.append_text(connection_text(conn, snap, now))
-        age = now - snap.taken_at
-        line.append(f" · data {fmt_age(age)}", style="dim" if age < 10 else "bold yellow")
-        running = sum(1 for d in snap.domains if d.state is DomainState.RUNNING)
-        line.append(f" · VMs {running}/{len(snap.domains)} running")
-        hs = snap.host_sample
-        if hs is not None:
-            line.append(" · CPU ")
-            line.append(gauge(hs.cpu_pct, GAUGE_WIDTH), style="cyan on grey23")
-            pct = "—" if hs.cpu_pct is None else f"{hs.cpu_pct:.0f}%"
-            line.append(f" {pct} · MEM ")
-            mem_pct = (
-                None
-                if hs.mem_used_kib is None or not hs.mem_total_kib
-                else 100.0 * hs.mem_used_kib / hs.mem_total_kib
-            )
-            line.append(gauge(mem_pct, GAUGE_WIDTH), style="magenta on grey23")
-            line.append(
-                f" {fmt_kib(hs.mem_used_kib)}/{fmt_kib(hs.mem_total_kib)}".replace(".0 ", " ")
-            )
+        if bars:
+            line.append(gauge(mem_pct, width), style="magenta on grey23")
+            line.append(" ")
+        line.append(f"{fmt_kib(hs.mem_used_kib)}/{fmt_kib(hs.mem_total_kib)}".replace(".0 ", " "))
+    return line
+
+
+def fitted_host_line(
+    host: str, snap: Snapshot | None, conn: HostConnection | None, now: float, width: int | None
+) -> Text:
+    """The host's line with as much as fits in `width` cells (None: all of it): parts
+    leave in `LEAVE_OUT` order, and what still does not fit is cut with '…'. The host's
+    own name is never cut: one longer than the line wraps."""
+    line = host_line(host, snap, conn, now)
+    if width is None:
+        return line
+    for n in range(1, len(LEAVE_OUT) + 1):
+        if line.cell_len <= width:
+            return line
+        line = host_line(host, snap, conn, now, leave_out=LEAVE_OUT[:n])
+    if line.cell_len > width and cell_len(host) < width:
+        line.truncate(width, overflow="ellipsis")
+    return line
+
+
+def header_text(
+    host: str,
+    snap: Snapshot | None,
+    conn: HostConnection | None,
+    error: ErrorReport | None,
+    now: float,
+    width: int | None = None,
+) -> Text:
+    """A host's header as plain `Text` (host names and messages are untrusted): its
+    line fitted to `width` (see `fitted_host_line`), then its notices, which wrap."""
+    line = fitted_host_line(host, snap, conn, now, width)
     if snap is not None and getattr(snap, "stale", False):
         line.append("\n  ")
         why = getattr(snap, "error", None) or "the host stopped answering"
@@ -128,11 +190,19 @@ class HostHeader(Widget):
     def on_mount(self) -> None:
         self.refresh_text()
 
+    def on_resize(self, _event: events.Resize) -> None:
+        # after the layout under way: a layout asked for during it would keep the height
+        # worked out for the old text
+        self.call_after_refresh(self.refresh_text)
+
     def render(self) -> Text:
         return self._shown
 
     def refresh_text(self) -> None:
-        text = header_text(self.host, self.snapshot, self.connection, self.error, self._clock())
+        width = self.size.width or None  # not laid out yet: all of it, fitted on resize
+        text = header_text(
+            self.host, self.snapshot, self.connection, self.error, self._clock(), width
+        )
         if text == self._shown:
             return
         # only a new height needs a new layout (which repaints far more than this line):

@@ -4,8 +4,10 @@ It keeps every VM it was told about (a model) and shows those the filter keeps,
 sorted by one column (sort keys come from raw values, for every row). An update
 formats only the rows on screen — a row scrolled out of view keeps its new sample
 and is formatted when it is next drawn — and rewrites only the cells whose text
-changed, repainting only those rows. VM names come from untrusted places: every
-cell is a rich `Text`, never markup.
+changed, repainting only those rows. Column widths follow the text the shown rows
+hold now (a column shrinks when its widest text goes) and the room there is: short
+of room, labels get shorter and State, Host, Name are cut with '…' (`rows.fit_widths`).
+VM names come from untrusted places: every cell is a rich `Text`, never markup.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual._segment_tools import line_crop
 from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
@@ -39,6 +43,7 @@ from virtwatch.tui.rows import (
     Column,
     Query,
     SortValue,
+    fit_widths,
     matches,
     parse_query,
     row_cells,
@@ -179,7 +184,11 @@ class MachineTable(DataTable[Text]):
         self.read_only = False  # hides the action keys
         # rows whose cells were written since `_touch` -> (first, last) column written
         self._written: dict[str, tuple[int, int]] = {}
-        self._widest: dict[str, int] = {}  # column -> widest text it has held
+        # column -> {text width: how many shown rows hold a text that wide}
+        self._counts: dict[str, dict[int, int]] = {}
+        self._content: dict[str, int] = {}  # column -> its widest text on a shown row
+        self._fit_dirty = False  # a column's widest text changed since `_fit`
+        self._short_labels = False  # the table is short of room (see `rows.fit_widths`)
         # (row, column) -> (the Text drawn, what else the drawing depends on, lines)
         self._cells_drawn: dict[
             tuple[RowKey, ColumnKey], tuple[Text, tuple[object, ...], SegmentLines]
@@ -211,14 +220,16 @@ class MachineTable(DataTable[Text]):
         for c in self._columns:
             self.add_column(self._label(c), key=c.key)
 
-    def _label(self, c: Column) -> Text:
-        text = c.label
+    def _label(self, c: Column, *, short: bool | None = None) -> Text:
+        short = self._short_labels if short is None else short
+        text = c.short if short and c.short else c.label
         if c.key == self.sort_column:
             text += " ▼" if self.sort_reverse else " ▲"
         return Text(text, justify="right" if c.numeric else "left")
 
     def _relabel(self) -> None:
         self._widths_version += 1
+        self._fit_dirty = True  # the sort mark moved: labels' widths changed
         for c in self._columns:
             col = self.columns.get(c.key)  # type: ignore[call-overload]
             if col is not None:
@@ -250,20 +261,89 @@ class MachineTable(DataTable[Text]):
         self.add_row(*self._styled(key, row), key=key)
         row.shown = True
         self._new_version(key)  # new cells
-        for c in self._columns:
-            width = len(row.cells[COLUMN_INDEX[c.key]])
-            if width > self._widest.get(c.key, 0):
-                self._widest[c.key] = width
+        self._count(row.cells, 1)
 
     def _hide(self, key: str, row: _Row) -> None:
         self.remove_row(key)
         row.shown = False
+        self._count(row.cells, -1)
+
+    # --- widths ---------------------------------------------------------------
+
+    def _count(self, cells: Cells, sign: int) -> None:
+        """A row's texts come (1) or go (-1) from the shown rows."""
+        for c in self._columns:
+            width = cell_len(cells[COLUMN_INDEX[c.key]])
+            if sign > 0:
+                self._recount(c.key, None, width)
+            else:
+                self._recount(c.key, width, None)
+
+    def _recount(self, column: str, old: int | None, new: int | None) -> None:
+        """One shown cell's text went from `old` to `new` cells wide (None: no cell)."""
+        counts = self._counts.setdefault(column, {})
+        top = self._content.get(column, 0)
+        if old is not None:
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        if new is not None:
+            counts[new] = counts.get(new, 0) + 1
+        if new is not None and new > top:
+            top = new
+        elif old == top and old not in counts:
+            top = max(counts, default=0)  # the widest text went: the column may shrink
+        else:
+            return
+        self._content[column] = top
+        self._fit_dirty = True
+        self._require_update_dimensions = True
+
+    def _fit(self) -> bool:
+        """Set the columns' widths (and labels) from the widest text each shows now and
+        the room there is; True when any changed."""
+        self._fit_dirty = False
+        padding = 2 * self.cell_padding
+        width = self.size.width - self.scrollbar_size_vertical
+        room = width - padding * len(self._columns) if self.size.width else None
+        labels = [
+            (
+                cell_len(self._label(c, short=False).plain),
+                cell_len(self._label(c, short=True).plain),
+            )
+            for c in self._columns
+        ]
+        content = [self._content.get(c.key, 0) for c in self._columns]
+        fit = fit_widths(self._columns, content, labels, room)
+        changed = fit.short_labels != self._short_labels
+        self._short_labels = fit.short_labels
+        for c, w in zip(self._columns, fit.widths, strict=True):
+            col = self.columns.get(c.key)  # type: ignore[call-overload]
+            if col is None:
+                continue
+            if changed:
+                col.label = self._label(c)
+            if col.content_width != w:
+                col.content_width = w
+                changed = True
+        return changed
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self._update_dimensions(())
+
+    def watch_show_vertical_scrollbar(self) -> None:
+        # the scrollbar takes a column of the room
+        self.call_later(self._update_dimensions, ())
 
     def _rebuild(self) -> None:
         """Columns changed (a second host appeared): lay the table out again."""
         cursor = self._key_at_cursor()
         self.clear(columns=True)
-        self._widest.clear()
+        self._counts.clear()
+        self._content.clear()
+        self._fit_dirty = True
         self._widths_version += 1
         self._add_columns()
         for key, row in self._rows.items():
@@ -321,13 +401,9 @@ class MachineTable(DataTable[Text]):
             if restyle or old[idx] != row.cells[idx]:
                 first, last = min(first, i), i
                 data[c.key] = self._cell(key, row, c)  # type: ignore[index]
-                width = len(row.cells[idx])
-                if width > self._widest.get(c.key, 0):
-                    # measure (and grow the column) only when it gets wider than ever:
-                    # measuring every changed cell cost more than drawing the frame
-                    self._widest[c.key] = width
-                    self._updated_cells.add(CellKey(RowKey(key), ColumnKey(c.key)))
-                    self._require_update_dimensions = True
+                before, width = cell_len(old[idx]), cell_len(row.cells[idx])
+                if before != width:
+                    self._recount(c.key, before, width)
                 n += 1
         if n:
             self._new_version(key)
@@ -364,6 +440,8 @@ class MachineTable(DataTable[Text]):
             # rows out of view changed: DataTable's line cache (keyed by this count)
             # must not serve their old lines when they scroll into view
             self._update_count += 1
+        if self._fit_dirty:
+            self._update_dimensions(())  # a column's widest text changed: widths now
         self._touch()
         return n, deferred
 
@@ -374,8 +452,8 @@ class MachineTable(DataTable[Text]):
             self._format(key, row, self._clock())
             if drawing:  # drawn right now, so it need not be repainted again
                 self._written.pop(key, None)
-            if self._require_update_dimensions:
-                self._measure_soon()  # it got wider than its column
+            if self._fit_dirty:
+                self._measure_soon()  # a column's widest text changed: widths when idle
 
     def _render_line_in_row(
         self,
@@ -636,7 +714,8 @@ class MachineTable(DataTable[Text]):
     ) -> SegmentLines:
         """One-line cells drawn directly as segments (what DataTable draws through
         Padding and console.render_lines, at a fraction of the cost): the same
-        component styles, the same row/column metadata for the mouse."""
+        component styles, the same row/column metadata for the mouse. A text wider
+        than its column (cut by `rows.fit_widths`) ends in '…'."""
         component_style, post_style = self._get_styles_to_render_cell(
             False,
             False,
@@ -659,6 +738,9 @@ class MachineTable(DataTable[Text]):
         pad = " " * self.cell_padding
         inner = max(0, width - 2 * self.cell_padding)
         console = self.app.console
+        if value.cell_len > inner:
+            value = value.copy()
+            value.truncate(inner, overflow="ellipsis")
         segments = list(value.render(console))
         if value.style:  # Text.render leaves the text's own base style to the caller
             segments = list(Segment.apply_style(segments, console.get_style(value.style)))
@@ -722,7 +804,7 @@ class MachineTable(DataTable[Text]):
         for key in [k for k in rows if k.startswith(prefix) and k not in wanted]:
             row = rows.pop(key)
             if row.shown:
-                self.remove_row(key)
+                self._hide(key, row)
                 removed += 1
             self.marked.discard(key)
             self._activity.pop(key, None)
@@ -774,18 +856,20 @@ class MachineTable(DataTable[Text]):
         self.call_later(self.check_idle)
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        # DataTable caches rendered rows by its update count, not by column widths: rows
-        # painted before they were measured stayed cropped to the labels' widths
-        super()._update_dimensions(new_rows)
-        self._widths_version += 1
-        self._update_count += 1
-        self.refresh()
+        """Widths come from `_fit` (DataTable would measure the new rows again and only
+        ever widen a column); DataTable works out the scrollable size from them. Its
+        rows here are one line high and unlabelled, which is all it learns from them."""
+        changed = self._fit()
+        super()._update_dimensions(())
+        if changed:
+            # DataTable caches rendered rows by its update count, not by column widths
+            self._widths_version += 1
+            self._update_count += 1
+            self.refresh()
 
     def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
-        super()._update_column_widths(updated_cells)
-        self._widths_version += 1
-        self._update_count += 1
-        self.refresh()
+        # no measuring: the shown rows' text widths are counted as they change
+        self._require_update_dimensions = True
 
     def refresh_ages(self) -> int:
         """Re-evaluate staleness (call about once a second); returns cells updated."""

@@ -33,21 +33,24 @@ class Column:
     key: str
     label: str
     numeric: bool = False
+    short: str = ""  # the label when the table is short of room ("": the label)
+    floor: int = 0  # short of room, its text is cut (with '…') down to this width; 0: never
 
 
 ALL_COLUMNS: tuple[Column, ...] = (
     Column("mark", " "),
-    Column("host", "Host"),
-    Column("name", "Name"),
-    Column("state", "State"),
+    Column("host", "Host", floor=14),
+    Column("name", "Name", floor=16),
+    Column("state", "State", floor=18),  # 'shut off: crashed', 'paused: I/O error' fit
     Column("vcpus", "vCPU", numeric=True),
     Column("cpu", "CPU %", numeric=True),
-    Column("mem", "Memory used / alloc", numeric=True),
-    Column("disk", "Disk read / write", numeric=True),
-    Column("net", "Net rx / tx", numeric=True),
+    Column("mem", "Memory used / alloc", numeric=True, short="Mem used/alloc"),
+    Column("disk", "Disk read / write", numeric=True, short="Disk rd/wr"),
+    Column("net", "Net rx / tx", numeric=True, short="Net rx/tx"),
     Column("uptime", "Uptime"),
 )
 COLUMN_INDEX = {c.key: i for i, c in enumerate(ALL_COLUMNS)}
+CUT_FIRST = ("state", "host", "name")  # short of room, cut in this order (each to its floor)
 SORTABLE = tuple(c.key for c in ALL_COLUMNS if c.key != "mark")
 
 
@@ -61,6 +64,43 @@ def visible_columns(*, multi_host: bool) -> tuple[Column, ...]:
             continue
         out.append(c)
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    widths: tuple[int, ...]  # each column's width in cells, padding excluded
+    short_labels: bool
+
+
+def fit_widths(
+    columns: Sequence[Column],
+    content: Sequence[int],
+    labels: Sequence[tuple[int, int]],
+    room: int | None,
+) -> Fit:
+    """Column widths for `room` cells (padding excluded; None: as much as they want).
+
+    A column is as wide as the widest text it shows now and its label. Short of room,
+    the short labels come first; then State, Host and Name (`CUT_FIRST`) are cut, each
+    only as far as needed and never below its floor (nor its label); what still does
+    not fit scrolls. `labels` holds each column's (label, short label) widths."""
+    full = [max(c, label) for c, (label, _) in zip(content, labels, strict=True)]
+    if room is None or sum(full) <= room:
+        return Fit(tuple(full), short_labels=False)
+    widths = [max(c, short) for c, (_, short) in zip(content, labels, strict=True)]
+    over = sum(widths) - room
+    keys = [c.key for c in columns]
+    for key in CUT_FIRST:
+        if over <= 0:
+            break
+        if key not in keys:
+            continue
+        i = keys.index(key)
+        least = max(columns[i].floor, labels[i][1])
+        cut = min(over, max(0, widths[i] - least))
+        widths[i] -= cut
+        over -= cut
+    return Fit(tuple(widths), short_labels=True)
 
 
 Cells = tuple[str, ...]  # one string per ALL_COLUMNS entry
