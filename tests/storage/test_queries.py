@@ -82,21 +82,21 @@ async def test_series_reads_the_tier_its_range_needs(store_url: str) -> None:
         raw = await q.series("hv1", vm, "cpu_pct", T0 + H, T0 + 2 * H)
         assert raw.resolution is Resolution.RAW
         assert len(raw.points) == 60
-        assert all(p.count == 1 and p.min == p.max == p.mean == p.p95 for p in raw.points)
+        assert all(p.samples == 1 and p.min == p.max == p.mean == p.p95 for p in raw.points)
         day = await q.series("hv1", vm, "cpu_pct", T0, T0 + 24 * H)
         assert day.resolution is Resolution.MINUTE
         assert len(day.points) == 1440
-        assert sum(p.count for p in day.points) == 24 * 60
+        assert sum(p.samples for p in day.points) == 24 * 60
         both = await q.series("hv1", vm, "cpu_pct", T0, T0 + 4 * 24 * H)
         assert both.resolution is Resolution.HOUR
         assert len(both.points) == 48
         assert [p.at for p in both.points] == sorted(p.at for p in both.points)
         first_hour = [p for p in day.points if p.at < T0 + H]
-        assert both.points[0].count == sum(p.count for p in first_hour)
+        assert both.points[0].samples == sum(p.samples for p in first_hour)
         assert both.points[0].max == max(p.max for p in first_hour)
         assert both.points[0].min == min(p.min for p in first_hour)
         assert both.points[0].mean == pytest.approx(
-            sum(p.mean * p.count for p in first_hour) / both.points[0].count
+            sum(p.mean * p.samples for p in first_hour) / both.points[0].samples
         )
 
 

@@ -400,5 +400,5 @@ async def test_the_writer_rolls_up_and_retains_as_it_goes(store_url: str) -> Non
             resolution=Resolution.MINUTE,
         )
         assert minutes.resolution is Resolution.MINUTE
-        assert sum(p.count for p in minutes.points) == 30 * 30  # every sample of 30 minutes
+        assert sum(p.samples for p in minutes.points) == 30 * 30  # every sample of 30 minutes
         assert writer.retention_runs >= 1

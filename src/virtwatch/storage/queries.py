@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -74,12 +74,12 @@ def resolution_for(span_s: float) -> Resolution:
     return Resolution.HOUR
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One point of a series: a raw sample (count 1) or one bucket's aggregates."""
+class Point(NamedTuple):
+    """One point of a series: a raw sample or one bucket's aggregates. A tuple: a
+    30-day chart builds 43,000 of them (0.3 us each; a frozen dataclass takes 1.4)."""
 
     at: float  # sample time, or bucket start
-    count: int
+    samples: int  # raw samples in the bucket (1 for a raw sample)
     mean: float
     min: float
     max: float
@@ -227,6 +227,18 @@ class Queries:
             rows: Sequence[Any] = (await conn.execute(q)).all()
             return rows
 
+    async def _driver_rows(self, q: Any) -> Sequence[Sequence[Any]]:
+        """The rows of `q` as the driver gives them (tuples; asyncpg Records), without
+        SQLAlchemy's Row objects: a 30-day chart is 43,000 rows, and building a Row for
+        each doubled its time. Only for plain int/float/str columns (no type processing)."""
+        async with self._store.reader.connect() as conn:
+            result = await conn.execute(q)  # buffered by the async driver
+            try:
+                rows: Sequence[Sequence[Any]] = result.cursor.fetchall()
+            finally:
+                result.close()
+            return rows
+
     # ---- metrics ---------------------------------------------------------------------
 
     def _points_query(self, resolution: Resolution, since: float, until: float, *where: Any) -> Any:
@@ -253,9 +265,10 @@ class Queries:
     def _points(resolution: Resolution, rows: Iterable[Sequence[Any]]) -> list[Point]:
         """Rows of `_points_query` (vm_uuid, metric, ts, ...) -> points; the hot loop of
         a chart, so no per-row function calls beyond the Point itself."""
+        new = tuple.__new__  # Point(...) without the keyword handling of its __new__
         if resolution is Resolution.RAW:
-            return [Point(r[2] / 1000, 1, r[3], r[3], r[3], r[3]) for r in rows]
-        return [Point(r[2] / 1000, r[3], r[4] / r[3], r[5], r[6], r[7]) for r in rows]
+            return [new(Point, (r[2] / 1000, 1, r[3], r[3], r[3], r[3])) for r in rows]
+        return [new(Point, (r[2] / 1000, r[3], r[4] / r[3], r[5], r[6], r[7])) for r in rows]
 
     async def series(
         self,
@@ -271,7 +284,7 @@ class Queries:
         q = self._points_query(
             res, since, until, Metric.host == host, Metric.vm_uuid == vm_uuid, Metric.name == metric
         )
-        points = tuple(self._points(res, await self._all(q)))
+        points = tuple(self._points(res, await self._driver_rows(q)))
         return Series(host, vm_uuid, metric, res, points)
 
     async def histories(
@@ -293,7 +306,7 @@ class Queries:
         if host is not None:
             where.append(Metric.host == host)
         out: dict[str, dict[str, list[Point]]] = {}
-        rows = await self._all(self._points_query(res, since, until, *where))
+        rows = await self._driver_rows(self._points_query(res, since, until, *where))
         # rows come ordered by metric: one group per (VM, metric) of each host
         for (uuid, name), group in itertools.groupby(rows, key=_vm_and_metric):
             out.setdefault(uuid, {}).setdefault(name, []).extend(self._points(res, group))
