@@ -132,6 +132,23 @@ async def test_batches_stay_within_2000_rows_per_statement(store_url: str) -> No
         assert writer.stats().buffered == 0
 
 
+async def test_flushes_called_while_the_writer_flushes_take_turns(store_url: str) -> None:
+    """`virtwatch health --db` flushes by hand while the writer's own task runs: each
+    row is written once and counted once, whoever flushed it."""
+    async with Store(store_url) as store:
+        writer = StoreWriter(store, Hub(), maintenance=False, flush_interval_s=0.01)
+        async with writer:
+            for part in range(6):
+                writer.add_samples(
+                    ("h", f"u{i % 10}", "n", "cpu_pct", part * 30_000 + i, 1.0)
+                    for i in range(25_000)  # more than one transaction's worth
+                )
+                await asyncio.gather(writer.flush(), writer.flush())
+        assert writer.samples_written == 150_000
+        assert writer.stats().buffered == 0
+        assert await count(store, MetricSample) == 150_000
+
+
 def test_buffered_samples_give_the_garbage_collector_nothing_to_walk() -> None:
     """A full buffer must not lengthen every full collection (each one stalls the loop):
     the writer keeps samples as plain tuples, which the collector stops tracking."""

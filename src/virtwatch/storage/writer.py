@@ -151,6 +151,8 @@ class StoreWriter:
         self._inflight_records: list[Record] = []
         self._pending_since: float | None = None
         self._wakeup = asyncio.Event()
+        # one flush at a time: `flush()` may be called while the writer's task flushes
+        self._flushing = asyncio.Lock()
         # made here, or before the writer by `store_intake(hub)` (`intake`): either way
         # before anything the store keeps is published
         self._subs: list[Subscription[Any]] = (
@@ -341,6 +343,10 @@ class StoreWriter:
             self._inflight_records = mine
 
     async def _flush_some(self) -> int:
+        async with self._flushing:  # the rows in flight are this flush's alone
+            return await self._flush_some_alone()
+
+    async def _flush_some_alone(self) -> int:
         await self._renew_if_due()  # before anything is taken: a failure keeps it all
         n_rec = min(len(self._records), MAX_ROWS_PER_FLUSH)
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
