@@ -59,6 +59,31 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+REAL_COMPONENTS = {
+    "qemu": "real QEMU VMs under libvirtd",
+    "postgres": "the local PostgreSQL",
+    "libvirt": "libvirt's test driver",
+}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say per real component how many of its tests ran and how they ended: a run where
+    the QEMU tests did not run (or were skipped) must be visible in the summary."""
+    counts: dict[str, dict[str, int]] = {m: {} for m in REAL_COMPONENTS}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            keywords = getattr(report, "keywords", {})
+            if report.when != "call" and outcome == "passed":
+                continue  # a passed setup/teardown is not a test that ran
+            for marker, tally in counts.items():
+                if marker in keywords:
+                    tally[outcome] = tally.get(outcome, 0) + 1
+    terminalreporter.section("real components")
+    for marker, tally in counts.items():
+        ended = ", ".join(f"{n} {o}" for o, n in tally.items()) or "none ran"
+        terminalreporter.write_line(f"{marker:<8} ({REAL_COMPONENTS[marker]}): {ended}")
+
+
 from tests.vms import hypervisor, transient_vm  # noqa: E402  (fixtures for qemu tests)
 
 __all__ = ["FleetFactory", "fleet_xml", "hypervisor", "make_fleet", "store_url", "transient_vm"]
