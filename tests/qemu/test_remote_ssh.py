@@ -112,27 +112,37 @@ async def test_the_runtime_collects_hears_events_and_acts_over_ssh(
         assert resumed.host == "far"
 
 
-async def test_snapshot_cli_over_ssh_lists_what_the_daemon_lists(
-    remote: str, transient_vm: VmFactory
-) -> None:
-    dom = await transient_vm()
-    out = await asyncio.to_thread(
+async def snapshot_cli(uri: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
         subprocess.run,
-        [BIN, "snapshot", "--json", "--uri", remote],
+        [BIN, "snapshot", "--json", "--uri", uri],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert out.returncode == 0, out.stderr
-    names = {d["name"] for d in json.loads(out.stdout)["domains"]}
+
+
+async def local_names() -> set[str]:
     conn = await asyncio.to_thread(libvirt.open, QEMU_URI)
     try:
-        listed = {d.name() for d in await asyncio.to_thread(conn.listAllDomains, 0)}
+        return {d.name() for d in await asyncio.to_thread(conn.listAllDomains, 0)}
     finally:
         conn.close()
+
+
+async def test_snapshot_cli_over_ssh_lists_what_the_daemon_lists(
+    remote: str, transient_vm: VmFactory
+) -> None:
+    dom = await transient_vm()
+    before = await local_names()
+    out = await snapshot_cli(remote)
+    after = await local_names()
+    assert out.returncode == 0, out.stderr
+    names = {d["name"] for d in json.loads(out.stdout)["domains"]}
     assert dom.name() in names
-    # other tests share the daemon: their VMs may come and go between the two listings
-    assert names & listed >= {dom.name()}
+    # exactly the daemon's domains: other tests' VMs may come and go meanwhile, so
+    # every VM listed both before and after, and none listed by neither
+    assert before & after <= names <= before | after
 
 
 async def test_a_refused_ssh_login_is_one_clear_error_not_a_retry_storm(remote: str) -> None:
@@ -152,13 +162,7 @@ async def test_a_refused_ssh_login_is_one_clear_error_not_a_retry_storm(remote: 
         await asyncio.sleep(1.5)  # a retrying pool would have tried again by now
         assert pool.stats().failures == failures
 
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [BIN, "snapshot", "--json", "--uri", refused],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    out = await snapshot_cli(refused)
     assert out.returncode != 0
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()

@@ -98,6 +98,18 @@ def _positive(text: str) -> float:
     return value
 
 
+def _source_flags(parser: argparse.ArgumentParser, *, uri_default: str) -> None:
+    """--uri, --db and --interval: where to look, where to keep it, how often."""
+    parser.add_argument("--uri", help=f"libvirt URI (default: {uri_default})")
+    parser.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    parser.add_argument(
+        "--interval",
+        type=_positive,
+        default=None,
+        help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="virtwatch",
@@ -106,28 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"virtwatch {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)"
-    )
-    common.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
-    common.add_argument(
-        "--interval",
-        type=_positive,
-        default=None,
-        help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
-    )
+    _source_flags(common, uri_default="$LIBVIRT_DEFAULT_URI or qemu:///system")
     # the dashboard's flags also work without the word `dashboard`, so they are listed
-    p.add_argument(
-        "--uri",
-        help="libvirt URI (default: [[hosts]] in the config, else $LIBVIRT_DEFAULT_URI, "
-        "else qemu:///system)",
-    )
-    p.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
-    p.add_argument(
-        "--interval",
-        type=_positive,
-        default=None,
-        help=f"seconds between ticks (default: [collector] interval, else {DEFAULT_INTERVAL_S:g})",
+    _source_flags(
+        p, uri_default="[[hosts]] in the config, else $LIBVIRT_DEFAULT_URI, else qemu:///system"
     )
     p.add_argument("--read-only", action="store_true", help="open read-only connections")
     p.add_argument(
