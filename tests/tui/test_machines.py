@@ -12,7 +12,7 @@ from rich.text import Text
 from textual._compositor import CompositorUpdate
 from textual.geometry import Region
 
-from tests.canned import HOST, NOW, domain, fleet_snapshot
+from tests.canned import HOST, NOW, domain, fleet_snapshot, with_io
 from tests.tui.conftest import AppFactory, settle
 from virtwatch.core.model import DomainSample, Snapshot
 from virtwatch.tui.machines import MachineTable
@@ -82,8 +82,8 @@ async def test_a_thousand_vm_update_rewrites_only_the_changed_cells(make_app: Ap
         after = cells_of(table)
         replaced = {cell for cell, obj in after.items() if obj is not before[cell]}
         assert replaced == {(key_of(on_screen), "mem"), (key_of(off_screen), "cpu")}
-        assert after[(key_of(on_screen), "mem")].plain == "3.0 GiB / 2.0 GiB"
-        assert after[(key_of(off_screen), "cpu")].plain.startswith(" 55.5%")
+        assert after[(key_of(on_screen), "mem")].plain == "3.0/2.0 GiB"
+        assert after[(key_of(off_screen), "cpu")].plain.startswith(" 55.5 ")
         # the same snapshot again rewrites nothing
         assert table.apply(dataclasses.replace(snap, tick=3)).cells_updated == 0
         assert all(obj is after[cell] for cell, obj in cells_of(table).items())
@@ -109,12 +109,12 @@ async def test_an_update_sends_the_terminal_only_the_changed_cells(make_app: App
         table.apply(dataclasses.replace(thousand(**changed), tick=2))
         await settle(pilot)
         out = "".join(sent)
-        assert out.count("3.0 GiB / 2.0 GiB") == 2
+        assert out.count("3.0/2.0 GiB") == 2
         # every other row stayed as it was on screen, and so did the columns after the
         # last one written (Textual sends a widget's line from its left edge)
         names = {f"vm-{i:04d}" for i in range(N) if f"vm-{i:04d}" in out}
         assert names == {"vm-0003", "vm-0007"}
-        assert "up 3h" not in out
+        assert "3h12m" not in out  # the uptimes
 
 
 async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFactory) -> None:
@@ -126,7 +126,7 @@ async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFac
         await settle(pilot)
         table.action_scroll_bottom()  # drawn once with its old values, then out of view
         await settle(pilot)
-        assert any("vm-0999" in line and " 29.0%" in line for line in screen_lines(table))
+        assert any("vm-0999" in line and " 29.0 " in line for line in screen_lines(table))
         table.action_scroll_top()
         await settle(pilot)
         last = {d.name: d for d in first.domains}["vm-0999"]
@@ -139,7 +139,7 @@ async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFac
         table.action_scroll_bottom()  # the last row comes into view and is formatted
         await settle(pilot)
         line = next(line for line in screen_lines(table) if "vm-0999" in line)
-        assert " 42.0%" in line
+        assert " 42.0 " in line
 
 
 async def test_sort_and_filter_use_every_rows_raw_values(make_app: AppFactory) -> None:
@@ -160,7 +160,7 @@ async def test_sort_and_filter_use_every_rows_raw_values(make_app: AppFactory) -
         await settle(pilot)
         first_row = screen_lines(table)[1]  # under the labels
         assert "vm-0777" in first_row
-        assert "100.0%" in first_row
+        assert "100.0 " in first_row
         # a filter sees the new state of a VM that was never drawn
         paused = domain("vm-0500", state=3, reason=5, uuid="20000000-0000-4000-8000-000000000500")
         table.apply(dataclasses.replace(thousand(**{"vm-0500": paused}), tick=3))
@@ -265,3 +265,66 @@ async def test_at_120_columns_a_long_name_is_cut_as_literal_text(make_app: AppFa
         assert any(f"{hostile.name[: name - 1]}… " in line for line in lines)
         cell = table.get_cell(MachineTable.row_key(HOST, hostile.uuid), "name")
         assert (cell.plain, cell.spans) == (hostile.name, [])  # the whole name, no markup
+
+
+def busy_fleet() -> Snapshot:
+    """The canned fleet and 30 more VMs with 16-character names (more rows than the
+    pane holds: a scrollbar takes its column), every running VM carrying disk and
+    network rates, several shut off in the ordinary way ('shut off: shut down')."""
+    base = fleet_snapshot()
+    more = [
+        domain(
+            f"prod-web-{i:03d}-eu1",
+            state=1 if i % 5 else 5,
+            reason=1,
+            used_mib=14000,
+            alloc_mib=16384,
+            uuid=f"30000000-0000-4000-8000-{i:012d}",
+        )
+        for i in range(30)
+    ]
+    doms = [
+        with_io(d, disk_bps=(1_230_000.0, 999_999.0), net_bps=(80_000.0, 25_000.0))
+        if d.state.is_active
+        else d
+        for d in (*base.domains, *more)
+    ]
+    return dataclasses.replace(base, domains=tuple(doms))
+
+
+@pytest.mark.parametrize("size", [(120, 40), (160, 48)])
+async def test_every_column_is_on_screen_at_120_columns_with_disk_and_net_rates(
+    make_app: AppFactory, size: tuple[int, int]
+) -> None:
+    app, _hub = make_app()
+    async with app.run_test(size=size) as pilot:
+        table = app.dashboard.machines
+        table.apply(busy_fleet())
+        await settle(pilot)
+        assert table.show_vertical_scrollbar
+        lines = screen_lines(table)
+        assert table.virtual_size.width <= table.size.width  # nothing scrolls sideways
+        labels = lines[0]
+        for column in table.ordered_columns:
+            assert column.label.plain.strip() in labels
+        assert labels.rstrip().endswith("Uptime")
+        # the unit once, in the label; the short figures of every row line up under it
+        short = size[0] < 160
+        disk, net = (
+            ("Disk r/w B/s", "Net rx/tx B/s")
+            if short
+            else ("Disk read / write B/s", "Net rx / tx B/s")
+        )
+        assert disk in labels
+        assert net in labels
+        rows = [line for line in lines[1:] if "prod-web-" in line and "3h12m" in line]
+        assert rows
+        for row in rows:
+            assert "1.2M 1.0M" in row  # 999,999 B/s: never '1000K'
+            assert " 80K  25K" in row
+            assert row.index("1.0M") + 4 == labels.index(disk) + len(disk)
+            assert row.index("25K") + 3 == labels.index(net) + len(net)
+            assert "13.7/16.0 GiB" in row
+        off = next(line for line in lines if "prod-web-000-eu1" in line)
+        assert "1.2M" not in off
+        assert "—" in off  # no rates measured: '—', never '0'

@@ -26,7 +26,7 @@ from virtwatch.tui.action_flow import activity_text, outcome_text
 from virtwatch.tui.detail import Span, markers_for, to_xy
 from virtwatch.tui.dialogs import confirm_text, needs_typed_count, targets_text
 from virtwatch.tui.factory import history_for, read_only_hosts
-from virtwatch.tui.format import fmt_pair, fmt_rate, gauge, sparkline
+from virtwatch.tui.format import fmt_figures, fmt_rate, gauge, sparkline
 from virtwatch.tui.header import LEAVE_OUT, fitted_host_line, host_line
 from virtwatch.tui.ports import VmAction, VmRef
 from virtwatch.tui.rows import (
@@ -57,7 +57,7 @@ def test_row_cells_say_state_reason_activity_and_age() -> None:
 
 def test_cpu_cell_carries_a_sparkline_only_for_active_vms() -> None:
     cells = row_cells(HOST, domain("a", cpu=50.0), NOW, spark=[0, 50, 100])
-    assert cells[COLUMN_INDEX["cpu"]] == " 50.0%      ▁▅█"
+    assert cells[COLUMN_INDEX["cpu"]] == " 50.0      ▁▅█"
     off = row_cells(HOST, domain("b", state=5, reason=1), NOW, spark=[1, 2])
     assert off[COLUMN_INDEX["cpu"]] == "—"
 
@@ -116,8 +116,8 @@ def test_rates_pairs_sparklines_and_gauges() -> None:
     assert fmt_rate(1500) == "1.5 KB/s"
     assert fmt_rate(123_456_789) == "123 MB/s"
     assert fmt_rate(-5) == "0 B/s"
-    assert fmt_pair("—", "—") == "—"
-    assert fmt_pair("1 B/s", "—") == "1 B/s / —"
+    assert fmt_figures("—", "—") == "—"
+    assert fmt_figures("1.2M", "—") == "1.2M    —"
     assert sparkline([], 4) == "    "
     assert sparkline([0, 100], 4, top=100) == "  ▁█"
     assert sparkline([5, 5], 2) == "██"  # scaled to the largest value shown
@@ -160,7 +160,7 @@ def test_columns_fit_their_widest_text_and_short_of_room_labels_then_state_give_
     short = fit_widths(cols, content, labels, sum(full) - 1)
     assert short.short_labels
     assert short.widths[keys.index("state")] == len("shut off: destroyed by admin")
-    assert short.widths[keys.index("disk")] == len("Disk rd/wr")
+    assert short.widths[keys.index("disk")] == len("Disk r/w B/s")
     # shorter still: State is cut, only as far as needed, then down to its floor
     state = keys.index("state")
     room = sum(short.widths) - 3

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import math
+
 UNKNOWN = "—"
 _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def _kib_figure(kib: float, unit: int) -> str:
+    """`kib` in `_UNITS[unit]`: whole KiB, one decimal below 100, none from there."""
+    value = float(kib) / 1024**unit
+    if unit == 0 or abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
+def _kib_unit(kib: float) -> int:
+    value, unit = abs(float(kib)), 0
+    while value >= 1024 and unit < len(_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    return unit
 
 
 def fmt_kib(kib: int | float | None) -> str:
     """1536 -> '1.5 MiB'. Precision shrinks as numbers grow so cells stay narrow."""
     if kib is None:
         return UNKNOWN
-    value = float(kib)
-    unit = 0
-    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    if unit == 0 or value >= 100:
-        return f"{value:.0f} {_UNITS[unit]}"
-    return f"{value:.1f} {_UNITS[unit]}"
+    unit = _kib_unit(kib)
+    return f"{_kib_figure(kib, unit)} {_UNITS[unit]}"
 
 
 def fmt_mem(used: int | None, alloc: int | None) -> str:
@@ -28,10 +40,33 @@ def fmt_mem(used: int | None, alloc: int | None) -> str:
     return f"{fmt_kib(used)} / {fmt_kib(alloc)}"
 
 
+def fmt_mem_short(used: int | None, alloc: int | None) -> str:
+    """Used / allocated with the allocation's unit said once: '13.7/16.0 GiB',
+    '0.9/2.0 GiB', '—/2.0 GiB'. A used figure that would round to 0 in that unit
+    without being 0 keeps its own: '30 MiB/64.0 GiB'."""
+    if alloc is None:
+        return UNKNOWN if used is None else f"{fmt_kib(used)}/{UNKNOWN}"
+    unit = _kib_unit(alloc)
+    total = f"{_kib_figure(alloc, unit)} {_UNITS[unit]}"
+    if used is None:
+        return f"{UNKNOWN}/{total}"
+    figure = _kib_figure(used, unit)
+    if used and float(figure) == 0:
+        return f"{fmt_kib(used)}/{total}"
+    return f"{figure}/{total}"
+
+
 def fmt_pct(pct: float | None) -> str:
     if pct is None:
         return UNKNOWN
     return f"{pct:5.1f}%"
+
+
+def fmt_pct_short(pct: float | None) -> str:
+    """A percentage without its sign (the column's label says '%'): ' 12.5', '100.0'."""
+    if pct is None:
+        return UNKNOWN
+    return f"{pct:5.1f}"
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -56,28 +91,62 @@ def fmt_age(seconds: float) -> str:
 
 
 _RATE_UNITS = ("B/s", "KB/s", "MB/s", "GB/s", "TB/s")
+_SI = ("", "K", "M", "G", "T", "P", "E")  # decimal: each is 1000 of the one before
+RATE_WIDTH = 4  # the most cells `fmt_rate_short` takes for any rate below 999.5 EB/s
 _BARS = "▁▂▃▄▅▆▇█"
 
 
+def _figure(value: float, *, decimals_below: float, whole: bool = False) -> str | None:
+    """`value` with one decimal below `decimals_below` and none from there (none at all
+    when `whole`); None when it rounds to 1000 or more: the next unit must say it."""
+    if not whole and value < decimals_below:
+        text = f"{value:.1f}"
+        if float(text) < decimals_below:
+            return text
+    text = f"{value:.0f}"
+    return text if float(text) < 1000 else None
+
+
+def _scaled(value: float, units: tuple[str, ...], decimals_below: float) -> tuple[str, str]:
+    """(figure, unit) for a non-negative `value` in steps of 1000: the smallest unit whose
+    rounded figure stays under 1000 (999,999 is '1.0' M, never '1000' K)."""
+    for i, unit in enumerate(units):
+        text = _figure(value, decimals_below=decimals_below, whole=i == 0)
+        if text is not None or i == len(units) - 1:
+            return (text or f"{value:.0f}"), unit
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fmt_rate(bps: float | None) -> str:
-    """Bytes per second in decimal units: 1500 -> '1.5 KB/s'."""
-    if bps is None:
+    """Bytes per second in decimal units: 1500 -> '1.5 KB/s', 999_999 -> '1.0 MB/s';
+    above 0 but at most half a byte a second, '<1 B/s'."""
+    if bps is None or not math.isfinite(bps):
         return UNKNOWN
     value = max(0.0, float(bps))
-    unit = 0
-    while value >= 1000 and unit < len(_RATE_UNITS) - 1:
-        value /= 1000
-        unit += 1
-    if unit == 0 or value >= 100:
-        return f"{value:.0f} {_RATE_UNITS[unit]}"
-    return f"{value:.1f} {_RATE_UNITS[unit]}"
+    text, unit = _scaled(value, _RATE_UNITS, 100)
+    return f"{'<1' if text == '0' and value > 0 else text} {unit}"
 
 
-def fmt_pair(a: str, b: str) -> str:
-    """Two figures of one cell ('read / write'); both unknown is one '—'."""
+def fmt_rate_short(bps: float | None) -> str:
+    """Bytes per second in at most RATE_WIDTH cells with an SI suffix and no unit (the
+    column's label says 'B/s'): 0 -> '0', 850 -> '850', 1500 -> '1.5K', 80_000 -> '80K',
+    999_999 -> '1.0M'. Above 0 but at most half a byte a second: '<1', never '0'."""
+    if bps is None or not math.isfinite(bps):
+        return UNKNOWN
+    value = max(0.0, float(bps))
+    text, suffix = _scaled(value, _SI, 10)
+    if text == "0" and value > 0:
+        return "<1"
+    return text + suffix
+
+
+def fmt_figures(a: str, b: str, width: int = RATE_WIDTH) -> str:
+    """Two short figures of one cell, each right-aligned in `width` cells so that a
+    column of them lines up ('1.2M  80K'); both unknown is one '—'."""
     if a == UNKNOWN and b == UNKNOWN:
         return UNKNOWN
-    return f"{a} / {b}"
+    return f"{a:>{width}} {b:>{width}}"
 
 
 def sparkline(values: list[float], width: int, *, top: float | None = None) -> str:

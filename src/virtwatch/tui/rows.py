@@ -13,10 +13,10 @@ from virtwatch.core.model import DomainSample, DomainState
 from virtwatch.tui.format import (
     UNKNOWN,
     fmt_duration,
-    fmt_mem,
-    fmt_pair,
-    fmt_pct,
-    fmt_rate,
+    fmt_figures,
+    fmt_mem_short,
+    fmt_pct_short,
+    fmt_rate_short,
     sparkline,
 )
 
@@ -45,8 +45,9 @@ ALL_COLUMNS: tuple[Column, ...] = (
     Column("vcpus", "vCPU", numeric=True),
     Column("cpu", "CPU %", numeric=True),
     Column("mem", "Memory used / alloc", numeric=True, short="Mem used/alloc"),
-    Column("disk", "Disk read / write", numeric=True, short="Disk rd/wr"),
-    Column("net", "Net rx / tx", numeric=True, short="Net rx/tx"),
+    # figures without their unit where the label says it: CPU '12.5', rates '1.2M  80K'
+    Column("disk", "Disk read / write B/s", numeric=True, short="Disk r/w B/s"),
+    Column("net", "Net rx / tx B/s", numeric=True, short="Net rx/tx B/s"),
     Column("uptime", "Uptime"),
 )
 COLUMN_INDEX = {c.key: i for i, c in enumerate(ALL_COLUMNS)}
@@ -111,10 +112,16 @@ def _rate(d: DomainSample, name: str) -> float | None:
     return io_rate(d, group, field)
 
 
-def uptime_text(d: DomainSample, now: float) -> str:
+def uptime_figure(d: DomainSample, now: float) -> str:
+    """How long a running VM's QEMU process has lived ('3h12m'); '—' otherwise."""
     if d.state is DomainState.RUNNING and d.started_at is not None:
-        return f"up {fmt_duration(now - d.started_at)}"
+        return fmt_duration(now - d.started_at)
     return UNKNOWN
+
+
+def uptime_text(d: DomainSample, now: float) -> str:
+    figure = uptime_figure(d, now)
+    return figure if figure == UNKNOWN else f"up {figure}"
 
 
 _PLAIN_RUNNING = (0, 1, 5)  # unknown, booted, unpaused: nothing worth saying
@@ -139,6 +146,14 @@ def state_text(d: DomainSample, *, activity: str | None, stale_s: float | None) 
     return text
 
 
+_PCT_WIDTH = len(fmt_pct_short(0.0))
+
+
+def _rates(a: float | None, b: float | None) -> str:
+    """A rate pair as two aligned short figures; the column's label says 'B/s'."""
+    return fmt_figures(fmt_rate_short(a), fmt_rate_short(b))
+
+
 def row_cells(
     host: str,
     d: DomainSample,
@@ -150,9 +165,10 @@ def row_cells(
     stale_s: float | None = None,
 ) -> Cells:
     """The plain text of every cell of a VM's row."""
-    cpu = fmt_pct(d.cpu_pct)
+    cpu = fmt_pct_short(d.cpu_pct)
     if d.state.is_active:
-        cpu = f"{cpu} {sparkline(list(spark), SPARK_WIDTH, top=100.0)}"
+        # an unknown figure sits where the figure would, right-aligned with the others
+        cpu = f"{cpu:>{_PCT_WIDTH}} {sparkline(list(spark), SPARK_WIDTH, top=100.0)}"
     disk = getattr(d, "disk", None)
     net = getattr(d, "net", None)
     return (
@@ -162,10 +178,10 @@ def row_cells(
         state_text(d, activity=activity, stale_s=stale_s),
         UNKNOWN if d.vcpus is None else str(d.vcpus),
         cpu,
-        fmt_mem(d.mem_used_kib, d.mem_alloc_kib),
-        UNKNOWN if disk is None else fmt_pair(fmt_rate(disk.rd_bps), fmt_rate(disk.wr_bps)),
-        UNKNOWN if net is None else fmt_pair(fmt_rate(net.rx_bps), fmt_rate(net.tx_bps)),
-        uptime_text(d, now),
+        fmt_mem_short(d.mem_used_kib, d.mem_alloc_kib),
+        UNKNOWN if disk is None else _rates(disk.rd_bps, disk.wr_bps),
+        UNKNOWN if net is None else _rates(net.rx_bps, net.tx_bps),
+        uptime_figure(d, now),
     )
 
 
