@@ -51,7 +51,7 @@ def fmt_mem_short(used: int | None, alloc: int | None) -> str:
     if used is None:
         return f"{UNKNOWN}/{total}"
     figure = _kib_figure(used, unit)
-    if used and float(figure) == 0:
+    if used and not figure.strip("0."):  # '0', '0.0': it is not nothing
         return f"{fmt_kib(used)}/{total}"
     return f"{figure}/{total}"
 
@@ -96,24 +96,28 @@ RATE_WIDTH = 4  # the most cells `fmt_rate_short` takes for any rate below 999.5
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def _figure(value: float, *, decimals_below: float, whole: bool = False) -> str | None:
-    """`value` with one decimal below `decimals_below` and none from there (none at all
-    when `whole`); None when it rounds to 1000 or more: the next unit must say it."""
+def _figure(value: float, *, decimals_below: int, whole: bool = False) -> str | None:
+    """`value` (not negative) with one decimal below `decimals_below` (10 or 100) and
+    none from there (none at all when `whole`); None when it rounds to 1000 or more:
+    the next unit must say it. Lengths, not parsing, tell how it rounded."""
     if not whole and value < decimals_below:
         text = f"{value:.1f}"
-        if float(text) < decimals_below:
+        if len(text) <= (3 if decimals_below == 10 else 4):  # '9.9' / '99.9': no carry
             return text
     text = f"{value:.0f}"
-    return text if float(text) < 1000 else None
+    return text if len(text) <= 3 else None
 
 
-def _scaled(value: float, units: tuple[str, ...], decimals_below: float) -> tuple[str, str]:
+def _scaled(value: float, units: tuple[str, ...], decimals_below: int) -> tuple[str, str]:
     """(figure, unit) for a non-negative `value` in steps of 1000: the smallest unit whose
     rounded figure stays under 1000 (999,999 is '1.0' M, never '1000' K)."""
+    last = len(units) - 1
     for i, unit in enumerate(units):
         text = _figure(value, decimals_below=decimals_below, whole=i == 0)
-        if text is not None or i == len(units) - 1:
-            return (text or f"{value:.0f}"), unit
+        if text is not None:
+            return text, unit
+        if i == last:
+            return f"{value:.0f}", unit
         value /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -131,14 +135,27 @@ def fmt_rate(bps: float | None) -> str:
 def fmt_rate_short(bps: float | None) -> str:
     """Bytes per second in at most RATE_WIDTH cells with an SI suffix and no unit (the
     column's label says 'B/s'): 0 -> '0', 850 -> '850', 1500 -> '1.5K', 80_000 -> '80K',
-    999_999 -> '1.0M'. Above 0 but at most half a byte a second: '<1', never '0'."""
+    999_999 -> '1.0M'. Above 0 but at most half a byte a second: '<1', never '0'.
+    (What `_scaled` does, unrolled: every row on screen formats four of these.)"""
     if bps is None or not math.isfinite(bps):
         return UNKNOWN
-    value = max(0.0, float(bps))
-    text, suffix = _scaled(value, _SI, 10)
-    if text == "0" and value > 0:
-        return "<1"
-    return text + suffix
+    value = float(bps)
+    if value < 999.5:
+        if value <= 0:
+            return "0"
+        text = f"{value:.0f}"
+        return "<1" if text == "0" else text
+    for suffix in _SI[1:]:
+        value /= 1000
+        if value < 9.95:
+            text = f"{value:.1f}"
+            if len(text) == 3:  # not carried over to '10.0'
+                return text + suffix
+        if value < 999.5:
+            text = f"{value:.0f}"
+            if len(text) <= 3:
+                return text + suffix
+    return f"{value:.0f}{_SI[-1]}"
 
 
 def fmt_figures(a: str, b: str, width: int = RATE_WIDTH) -> str:
