@@ -7,8 +7,9 @@ import asyncio
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -47,6 +48,7 @@ from virtwatch.storage.models import (
     HealthAlertRow,
     HealthResultRow,
     HostConnectionRow,
+    Metric,
     MetricHour,
     MetricMinute,
     MetricSample,
@@ -449,3 +451,93 @@ async def test_a_non_leader_still_writes_its_errors_tasks_audit_and_own_health(
             published.append(report.error.code)
         assert published == [ErrorCode.TIMEOUT]  # its own only: nothing reported about h
         await recorder.close()
+
+
+def down(at: float, host: str = HOST) -> HostConnection:
+    return HostConnection(host, "qemu+tcp://h/system", ConnectionState.RECONNECTING, at, at)
+
+
+async def test_a_recorder_that_cannot_reach_a_host_does_not_keep_it_from_the_dashboard(
+    store_url: str,
+) -> None:
+    """A process claims only the hosts it has recent samples of: a recorder that never
+    reached h, or lost it longer than a claim lives, leaves h to a dashboard that has it."""
+    clock = Clock()
+    async with Store(store_url) as rs, Store(store_url) as ds:
+        recorder = writer(rs, WriterRole.RECORDER, clock)
+        dashboard = writer(ds, WriterRole.DASHBOARD, clock)
+        recorder.add_record(down(T))  # it never had a sample of h
+        assert await recorder.flush() == 1  # nobody writes h: its outage is stored
+        assert recorder.stats().leads == ()
+        dashboard.add_samples(samples(5, start=T))
+        assert await dashboard.flush() == 5
+        assert dashboard.stats().leads == (HOST,)
+        clock.now += RENEW_EVERY_S  # the recorder's next renew sees the dashboard's claim
+        recorder.add_record(down(clock.now))
+        assert await recorder.flush() == 0  # now the dashboard writes h: its view stands
+        assert recorder.stats().recorded_elsewhere == (
+            f"h is recorded by the virtwatch dashboard ({ME})",
+        )
+
+        # the other way round: the recorder had h, then lost it for longer than a claim
+        other = "h2"
+        recorder.add_samples(samples(3, start=clock.now, host=other))
+        assert await recorder.flush() == 3
+        dashboard.add_samples(samples(3, start=clock.now + 1, host=other))
+        assert await dashboard.flush() == 0  # the recorder writes h2
+        lost_at = clock.now  # the recorder's last sample of h2; both keep renewing
+        written = []
+        while clock.now - lost_at < TTL_S + 2 * RENEW_EVERY_S:
+            clock.now += RENEW_EVERY_S
+            recorder.add_record(down(clock.now, other))
+            await recorder.flush()
+            dashboard.add_samples(samples(1, start=clock.now, host=other))
+            written.append(await dashboard.flush())
+            still = clock.now - lost_at < TTL_S
+            assert (other in recorder.stats().leads) is still
+        assert recorder.stats().leads == ()  # its claim on h2 deleted, not left to expire
+        assert dashboard.stats().leads == (other,)  # (no sample of h for as long either)
+        assert written[0] == 0  # the recorder still had h2
+        assert written[-1] == 1  # the dashboard writes it now
+        await recorder.close()
+        await dashboard.close()
+
+
+async def test_rows_of_a_host_first_seen_during_a_renew_wait_for_its_decision(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host whose first rows arrive while the lease is being renewed is decided at the
+    next renew, before any of its rows is written: a recorder leading it keeps it."""
+    clock = Clock()
+    async with Store(store_url) as rs, Store(store_url) as ds:
+        recorder = writer(rs, WriterRole.RECORDER, clock)
+        recorder.add_samples(samples(2, start=T, host="h2"))
+        assert await recorder.flush() == 2
+        dashboard = writer(ds, WriterRole.DASHBOARD, clock)
+        lease = dashboard._lease
+        assert lease is not None
+        renew = lease.renew
+        arrivals = [samples(1, start=T + 1, host="h2")]
+
+        async def renew_while_rows_arrive(
+            hosts: Iterable[str], now: float, watch: Iterable[str] = ()
+        ) -> None:
+            await renew(hosts, now, watch)
+            if arrivals:  # h2's first rows come in while the renew waited on the database
+                dashboard.add_samples(arrivals.pop())
+                dashboard.add_record(event(T + 1, "h2"))
+
+        monkeypatch.setattr(lease, "renew", renew_while_rows_arrive)
+        dashboard.add_samples(samples(2, start=T))  # host h: nobody else has it
+        assert await dashboard.flush() == 2  # h's rows; h2's went back, then were left
+        assert dashboard.stats().not_written_samples == 1
+        assert dashboard.stats().not_written_records == 1
+        assert set(dashboard.stats().leads) == {HOST}
+        async with rs.reader.connect() as conn:
+            h2 = await conn.execute(
+                select(MetricSample.ts_ms).join(Metric).where(Metric.host == "h2")
+            )
+            assert sorted(t for (t,) in h2) == [round(T * 1000), round(T * 1000) + 2000]
+        assert await count(rs, DomainEventRow) == 0
+        await recorder.close()
+        await dashboard.close()

@@ -5,12 +5,12 @@ database that one reader sees whole; `db stats` reports it."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,8 @@ from virtwatch.storage.engine import db_url
 from virtwatch.storage.lease import WriterRole
 from virtwatch.storage.models import DomainEventRow, Metric, MetricSample
 from virtwatch.storage.queries import Queries, Resolution
-from virtwatch.storage.store import Store
+from virtwatch.storage.rows import Record
+from virtwatch.storage.store import Sample, Store
 from virtwatch.storage.writer import StoreWriter
 
 pytestmark = pytest.mark.libvirt
@@ -204,23 +205,31 @@ def written_by(err: bytes) -> int:
 
 
 async def test_a_recorder_and_a_dashboard_on_one_database_keep_one_copy(
-    tmp_path: Path, make_fleet: FleetFactory
+    tmp_path: Path, make_fleet: FleetFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dashboard (an in-process runtime and dashboard-role writer) watches host h alone,
     then `virtwatch record` for the same host starts on the same SQLite file, takes h
-    over and stops; the dashboard takes h back. Both collectors sample every second at
-    their own moments, so a second copy would put two samples of a metric less than a
-    second apart; the lifecycle event the dashboard's stream sees while the recorder
-    writes h is the recorder's to store."""
+    over and stops; the dashboard takes h back. Each metric's stored samples are then
+    the dashboard's, the recorder's, then the dashboard's again: none of the dashboard's
+    falls inside the span the recorder wrote (a second copy would). The lifecycle event
+    the dashboard's stream sees while the recorder writes h is the recorder's to store."""
     interval = 1.0
     uri, db, name = make_fleet(4), db_url(tmp_path / "shared.db"), "hv-shared"
     hub = Hub()
     async with Store(db) as store:
+        mine: set[tuple[str, str, int]] = set()  # (vm, metric, ts) the dashboard wrote
+        write = store.write
+
+        async def write_and_note(samples: Sequence[Sample], records: Sequence[Record] = ()) -> int:
+            written = await write(samples, records)
+            mine.update((s[1], s[3], s[4]) for s in samples)
+            return written
+
+        monkeypatch.setattr(store, "write", write_and_note)
         dashboard = StoreWriter(store, hub, role=WriterRole.DASHBOARD, maintenance=False)
         host = HostConfig(uri, name=name, read_only=True, interval_s=interval)
         async with dashboard, Runtime([host], hub=hub):
             await until(lambda: dashboard.samples_written > 0, what="the dashboard writes h")
-            both_from_ms = round(time.time() * 1000)  # the dashboard's collector is steady
             proc = await start_recorder(uri, db, name=name, interval=interval)
             try:
 
@@ -250,7 +259,11 @@ async def test_a_recorder_and_a_dashboard_on_one_database_keep_one_copy(
                 lambda: dashboard.stats().leads == (name,) and dashboard.samples_written > before,
                 what="the dashboard writes h again once the recorder stopped",
             )
-        q = select(Metric.id, MetricSample.ts_ms).join(Metric).where(Metric.host == name)
+        q = (
+            select(Metric.vm_uuid, Metric.name, MetricSample.ts_ms)
+            .join(Metric)
+            .where(Metric.host == name)
+        )
         async with store.reader.connect() as conn:
             rows = (await conn.execute(q)).all()
             events = (
@@ -262,12 +275,13 @@ async def test_a_recorder_and_a_dashboard_on_one_database_keep_one_copy(
     assert dashboard.stats().not_written_samples > 0
     # (not ==: a collector's first two snapshots may share a millisecond, one row kept)
     assert len(rows) <= written_by(err) + dashboard.samples_written
-    by_metric: dict[int, list[int]] = {}
-    for metric_id, ts in rows:
-        if ts >= both_from_ms:  # (a collector's first two ticks come at once, for rates)
-            by_metric.setdefault(metric_id, []).append(int(ts))
-    closest = min(
-        b - a for times in by_metric.values() for a, b in itertools.pairwise(sorted(times))
-    )
-    assert closest >= 0.6 * interval * 1000  # one copy: never two samples of one moment
+    recorders: dict[tuple[str, str], list[int]] = {}
+    for vm, metric, ts in rows:
+        if (vm, metric, ts) not in mine:
+            recorders.setdefault((vm, metric), []).append(int(ts))
+    assert recorders  # the recorder wrote h for a while
+    for (vm, metric), times in recorders.items():
+        inside = [t for v, m, t in mine if (v, m) == (vm, metric) and min(times) < t < max(times)]
+        assert inside == [], f"{vm} {metric}: the dashboard also wrote moments the recorder had"
+        assert any(v == vm and m == metric and t > max(times) for v, m, t in mine)
     assert ("paused",) not in events  # the recorder's to store; it did not see it

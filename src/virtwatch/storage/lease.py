@@ -167,6 +167,10 @@ class Lease:
         self.claimed: frozenset[str] = frozenset()  # as of the last renew
         self.led: frozenset[str] = frozenset()
         self.skipped: frozenset[str] = frozenset()  # claimed, not led: written elsewhere
+        # hosts it only has records of (no recent sample: it cannot reach them, say):
+        # never claimed; their records are written when no live claim writes the host
+        self.watched: frozenset[str] = frozenset()
+        self.unclaimed: frozenset[str] = frozenset()  # watched, and nobody writes them
         self.writers: dict[str, Claim] = {}  # host not led -> who writes it (or will)
         # hosts taken over from another writer at the last renew -> when (epoch ms): what
         # was taken before is the other's (it wrote up to its own renew, which came first)
@@ -194,24 +198,37 @@ class Lease:
             and not self._running(claim.pid)
         )
 
-    async def renew(self, hosts: Iterable[str], now: float) -> None:
-        """One transaction: forget long-dead claims, read the claims on `hosts`, decide,
-        write this holder's claims with the decisions. The decisions count from the
-        commit on (a failure leaves the previous ones, and the renew still due)."""
+    async def renew(self, hosts: Iterable[str], now: float, watch: Iterable[str] = ()) -> None:
+        """One transaction: forget long-dead claims, read the claims on `hosts` (those it
+        has recent samples of) and on `watch` (those it only has records of), decide,
+        write this holder's claims on `hosts` with the decisions, and delete its claims on
+        hosts it no longer has samples of (another process may have them). The decisions
+        count from the commit on (a failure leaves the previous ones, and the renew still
+        due)."""
         wanted = frozenset(hosts)
-        if not wanted:
+        watched = frozenset(watch) - wanted
+        if not wanted and not watched and not self.claimed:
             self.renewed_at = now
             return
         now_ms = round(now * 1000)
         led: set[str] = set()
+        unclaimed: set[str] = set()
         writers: dict[str, Claim] = {}
         async with self.store.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LEASE_LOCK})
             forget = now_ms - round(FORGET_AFTER_S * 1000)
             await conn.execute(delete(WriterClaim).where(WriterClaim.heartbeat_ms < forget))
+            if dropped := self.claimed - wanted:  # no recent sample of them any more
+                await conn.execute(
+                    delete(WriterClaim).where(
+                        WriterClaim.holder == self.holder.id, WriterClaim.host.in_(dropped)
+                    )
+                )
             by_host: dict[str, list[Claim]] = defaultdict(list)
-            result = await conn.execute(select(*_COLUMNS).where(WriterClaim.host.in_(wanted)))
+            result = await conn.execute(
+                select(*_COLUMNS).where(WriterClaim.host.in_(wanted | watched))
+            )
             gone: set[str] = set()
             for claim in _claims(result):
                 if self.gone(claim):
@@ -228,6 +245,12 @@ class Lease:
                 elif writer is not None:
                     writers[host] = writer
                 params.append(_row(self._mine(host, now_ms, leads)))
+            for host in watched:
+                _, writer = decide(self._mine(host, now_ms), by_host[host], now_ms)
+                if writer is None:
+                    unclaimed.add(host)
+                else:
+                    writers[host] = writer
             ins = self.store.insert(WriterClaim)
             upsert = ins.on_conflict_do_update(
                 index_elements=[WriterClaim.host, WriterClaim.holder],
@@ -239,6 +262,8 @@ class Lease:
         self.claimed = wanted
         self.led = frozenset(led)
         self.skipped = wanted - self.led
+        self.watched = watched
+        self.unclaimed = frozenset(unclaimed)
         self.writers = writers
         self.renewed_at = now
         self.renewals += 1
@@ -251,6 +276,7 @@ class Lease:
         async with self.store.engine.begin() as conn:
             await conn.execute(delete(WriterClaim).where(WriterClaim.holder == self.holder.id))
         self.claimed = self.led = self.skipped = frozenset()
+        self.watched = self.unclaimed = frozenset()
         self.writers = {}
         self.cuts = {}
 

@@ -39,7 +39,7 @@ from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
 from virtwatch.storage.backlog import SampleBacklog
 from virtwatch.storage.intake import store_intake
-from virtwatch.storage.lease import Claim, Holder, Lease, WriterRole
+from virtwatch.storage.lease import TTL_S, Claim, Holder, Lease, WriterRole
 from virtwatch.storage.retention import Retention
 from virtwatch.storage.rows import Record, ms, rows_from_snapshot
 from virtwatch.storage.store import MAX_ROWS_PER_STATEMENT, Sample, Store
@@ -182,7 +182,7 @@ class StoreWriter:
             if role is None
             else Lease(store, Holder.of_this_process(role, round(clock() * 1000)))
         )
-        self._claim_sizes = (0, 0)  # (own, record) hosts known at the last renew
+        self._sample_seen: dict[str, float] = {}  # host -> when its last sample came
         self.not_written_samples = 0
         self.not_written_records = 0
         self._next_rollup_at = 0.0
@@ -220,7 +220,11 @@ class StoreWriter:
             if overflow > older:  # only records and rows in flight held: the oldest new go
                 rows = rows[overflow - older :]
         self._samples.append(rows)
-        self._own_hosts.update(map(_host_of, rows))
+        hosts = set(map(_host_of, rows))
+        self._own_hosts.update(hosts)
+        now = self._clock()
+        for host in hosts:
+            self._sample_seen[host] = now
         self._mark_pending()
 
     def add_record(self, record: Record) -> None:
@@ -302,45 +306,59 @@ class StoreWriter:
         return total
 
     async def _renew_if_due(self) -> None:
-        """Renew the lease every RENEW_EVERY_S, and at once when hosts not yet decided
-        have rows: their first rows wait for the decision."""
+        """Renew the lease every RENEW_EVERY_S, and at once when the hosts it has recent
+        samples of, or records of, changed: rows of a host not yet decided wait for it.
+        Only a host with a sample in the last TTL_S is claimed: a process that cannot
+        reach a host must not keep the one that can from writing it."""
         lease = self._lease
         if lease is None:
             return
         now = self._clock()
-        sizes = (len(self._own_hosts), len(self._record_hosts))
-        if lease.due(now) or sizes != self._claim_sizes:
-            await lease.renew(self._own_hosts | self._record_hosts, now)
-            self._claim_sizes = sizes
+        claim = frozenset(h for h, at in self._sample_seen.items() if now - at < TTL_S)
+        watch = frozenset(self._record_hosts) - claim
+        if lease.due(now) or claim != lease.claimed or watch != lease.watched:
+            await lease.renew(claim, now, watch)
 
-    async def _leave_to_others(self, skip: frozenset[str], cuts: dict[str, int]) -> None:
-        """Take out of the flush in flight the rows of hosts another process writes, and
-        of hosts just taken over, those taken before (the other process wrote them)."""
+    async def _leave_to_others(self, lease: Lease) -> None:
+        """Sort the flush in flight by the lease's decisions: rows of hosts another
+        process writes go (counted as not written); of a host just taken over, the rows
+        taken before (the other process wrote them) go too; rows of a host not decided
+        yet (first seen while the lease renewed) go back to the buffer for the next
+        flush, which renews first. Errors, task updates and audit are always written."""
+        led, cuts, decided = lease.led, lease.cuts, lease.claimed
         taken = self._inflight_samples
-        kept: list[Sample] = []
-        for start in range(0, len(taken), MAX_ROWS_PER_STATEMENT):
-            if start:
-                await asyncio.sleep(0)  # a big backlog never holds the loop for long
-            part = taken[start : start + MAX_ROWS_PER_STATEMENT]
-            if cuts:
-                kept += [r for r in part if r[0] not in skip and r[4] >= cuts.get(r[0], 0)]
-            else:
-                kept += [r for r in part if r[0] not in skip]
-        if len(kept) < len(taken):
-            self.not_written_samples += len(taken) - len(kept)
+        if taken and (cuts or not set(map(_host_of, taken)) <= led):
+            kept: list[Sample] = []
+            held: list[Sample] = []
+            for start in range(0, len(taken), MAX_ROWS_PER_STATEMENT):
+                if start:
+                    await asyncio.sleep(0)  # a big backlog never holds the loop for long
+                for r in taken[start : start + MAX_ROWS_PER_STATEMENT]:
+                    host = r[0]
+                    if host in led:
+                        if r[4] >= cuts.get(host, 0):
+                            kept.append(r)
+                    elif host not in decided:
+                        held.append(r)
+            self.not_written_samples += len(taken) - len(kept) - len(held)
             self._inflight_samples = tuple(kept)
+            self._samples.put_back(tuple(held))
         records = self._inflight_records
-        mine = [
-            r
-            for r in records
-            if not (
-                isinstance(r, HOST_RECORDS)
-                and (r.host in skip or ms(r.at) < cuts.get(r.host or "", 0))
-            )
-        ]
-        if len(mine) < len(records):
-            self.not_written_records += len(records) - len(mine)
-            self._inflight_records = mine
+        mine: list[Record] = []
+        back: list[Record] = []
+        for rec in records:
+            if not isinstance(rec, HOST_RECORDS) or not rec.host:
+                mine.append(rec)
+            elif rec.host in led:
+                if ms(rec.at) >= cuts.get(rec.host, 0):
+                    mine.append(rec)
+            elif rec.host in lease.unclaimed:  # records only, and nobody else writes it
+                mine.append(rec)
+            elif rec.host not in decided and rec.host not in lease.watched:
+                back.append(rec)
+        self.not_written_records += len(records) - len(mine) - len(back)
+        self._inflight_records = mine
+        self._records.extendleft(reversed(back))
 
     async def _flush_some(self) -> int:
         async with self._flushing:  # the rows in flight are this flush's alone
@@ -352,9 +370,8 @@ class StoreWriter:
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
         n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
         self._inflight_samples = self._samples.take(n_smp)
-        lease = self._lease
-        if lease is not None and (lease.skipped or lease.cuts):
-            await self._leave_to_others(lease.skipped, lease.cuts)
+        if self._lease is not None:
+            await self._leave_to_others(self._lease)
         try:
             written = await self._store.write(self._inflight_samples, self._inflight_records)
         except BaseException:
