@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import pickle
 from dataclasses import dataclass
@@ -240,6 +241,47 @@ def test_a_tls_setup_failure_is_not_retried() -> None:
     assert rule.code is ErrorCode.LIBVIRT_CONNECTION_FAILED
     assert not rule.transient
     assert "TLS" in rule.hint
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "unable to connect to server at 'hv-tls-01:16514': Connection refused",
+        "unable to connect to server at 'tls.lab.example:16514': No route to host",
+        "GnuTLS handshake failed: The TLS connection was non-properly terminated.",
+        "Unable to read TLS confirmation: Input/output error",
+    ],
+)
+def test_an_outage_of_a_tls_host_is_still_transient(message: str) -> None:
+    rule = classify_libvirt(
+        libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, message, opening=True
+    )
+    assert rule.code is ErrorCode.LIBVIRT_CONNECTION_FAILED
+    assert rule.transient
+    assert "TLS could not be set up" not in rule.hint
+
+
+def test_a_copied_or_unpickled_error_still_masks_what_its_uri_carried() -> None:
+    uri = "qemu+ssh://u@h/system?keyfile=/root/.ssh/secret_key"
+    cause = RuntimeError("Warning: Identity file /root/.ssh/secret_key not accessible")
+    err = AppError(ErrorCode.LIBVIRT_CONNECTION_FAILED, "x", "y", context={"uri": uri}, cause=cause)
+    assert "secret_key" not in err.cause_text
+    for again in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert again.cause_text == err.cause_text
+        assert again.context == err.context
+
+
+def test_a_short_password_does_not_mask_letters_all_over_the_message() -> None:
+    uri = "qemu+tcp://u:o@h/system"
+    err = AppError(
+        ErrorCode.LIBVIRT_CONNECTION_FAILED,
+        f"cannot connect to {uri}",
+        "",
+        context={"uri": uri},
+        cause=RuntimeError("Connection refused"),
+    )
+    assert err.cause_text == "RuntimeError: Connection refused"
+    assert err.message == "cannot connect to qemu+tcp://u:***@h/system"
 
 
 def test_a_connection_lost_later_is_not_a_login_problem() -> None:

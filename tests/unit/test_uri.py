@@ -52,7 +52,8 @@ def test_locality() -> None:
 
 
 def test_uri_secrets_are_what_a_message_may_quote_elsewhere() -> None:
-    uri = "qemu+libssh2://u:pw1@h/system?keyfile=/root/k&known_hosts=/root/kh&no_tty=1"
-    assert uri_secrets(uri) == ["/root/kh", "/root/k", "pw1"]
+    uri = "qemu+libssh2://u:pw123@h/system?keyfile=/root/k&known_hosts=/root/kh&no_tty=1"
+    assert uri_secrets(uri) == ["/root/kh", "/root/k", "pw123"]
     assert uri_secrets("qemu:///system") == []
     assert uri_secrets("qemu+tcp://[broken/system") == []
+    assert uri_secrets("qemu+tcp://u:abc@h/system?keyfile=") == []  # too short to mask

@@ -138,7 +138,9 @@ class AppError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        return (_rebuild, (type(self), values))
+        # the cause's masked text goes along: rebuilt, the context's URI is redacted
+        # already and no longer says which secrets to mask
+        return (_rebuild, (type(self), values, self.cause_text))
 
     def __str__(self) -> str:
         return self.message
@@ -173,8 +175,10 @@ class AppError(Exception):
         }
 
 
-def _rebuild(cls: type[AppError], fields: dict[str, Any]) -> AppError:
-    return cls(**fields)
+def _rebuild(cls: type[AppError], fields: dict[str, Any], cause_text: str) -> AppError:
+    err = cls(**fields)
+    object.__setattr__(err, "_cause_text", cause_text)
+    return err
 
 
 # --- libvirt errors -------------------------------------------------------------------
@@ -209,7 +213,15 @@ def one_line(text: str) -> str:
 
 
 # a TLS setup that cannot work: retrying does not make a CA certificate appear
-_TLS_SETUP = re.compile(r"certificate|gnutls|\btls\b", re.IGNORECASE)
+# (libvirt's own words for certificate files and trust; a handshake cut short, or a host
+# named "tls01", is an ordinary outage and stays transient)
+_TLS_SETUP = re.compile(
+    r"cannot read (ca |client |server )?certificate|cannot read (client |server )?private key"
+    r"|unable to (import|load) (ca |client |server )?(certificate|private key)"
+    r"|certificate [^,;]*\b(expired|not yet active|not trusted|revoked)"
+    r"|failed to verify peer's certificate",
+    re.IGNORECASE,
+)
 # ssh's own words, passed on by libvirt's ssh transport when the login fails
 _SSH_LOGIN_REFUSED = re.compile(
     r"permission denied \(|host key verification failed|too many authentication failures"

@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 MASK = "***"
+_MIN_SECRET_LEN = 4
 # query parameters of libvirt remote URIs that name secrets or where they live
 _SECRET_PARAMS = frozenset({"keyfile", "pkipath", "known_hosts", "password", "passwd", "auth"})
 # a URI inside a sentence: trailing punctuation ("cannot connect to URI: ...") is not part
@@ -50,10 +51,13 @@ def uri_secrets(uri: str) -> list[str]:
         parts = urlsplit(uri)
     except ValueError:
         return []
-    found = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS and v]
+    found = [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_PARAMS]
     if parts.password:
         found.append(parts.password)
-    return sorted(set(found), key=len, reverse=True)  # a longer secret before its prefix
+    # a very short value would mask letters all over a message (inside the URI itself
+    # it is masked whatever its length)
+    long_enough = {v for v in found if len(v) >= _MIN_SECRET_LEN}
+    return sorted(long_enough, key=len, reverse=True)  # a longer secret before its prefix
 
 
 def redact_text(text: str) -> str:
