@@ -747,6 +747,7 @@ async def run_health(args: argparse.Namespace) -> int:
         health_settings,
         worst,
     )
+    from virtwatch.storage.lease import WriterRole
     from virtwatch.storage.store import Store
     from virtwatch.storage.writer import StoreWriter
 
@@ -768,7 +769,10 @@ async def run_health(args: argparse.Namespace) -> int:
         writer = None
         if args.db:
             store = await stack.enter_async_context(Store(db_url(args.db)))
-            writer = await stack.enter_async_context(StoreWriter(store, hub))
+            # as a dashboard would: a recorder that records a host keeps its history
+            writer = await stack.enter_async_context(
+                StoreWriter(store, hub, role=WriterRole.DASHBOARD)
+            )
         monitor = HealthMonitor(HealthRegistry(checks), hub.publish, settings)
         results = await monitor.run_once()
         if writer is not None:
