@@ -68,9 +68,16 @@ exec ssh -F "$DIR/ssh_config" "\$@"
 EOF
 chmod 755 "$DIR/ssh"
 
-running() { [ -f "$DIR/sshd.pid" ] && kill -0 "$(cat "$DIR/sshd.pid")" 2>/dev/null; }
+# ours: the pid in our pidfile is an sshd started with our config (not a reused pid)
+running() {
+    [ -f "$DIR/sshd.pid" ] || return 1
+    local pid; pid="$(cat "$DIR/sshd.pid")"
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $DIR/sshd_config"
+}
 if running && ! cmp -s "$DIR/sshd_config" "$DIR/sshd_config.running"; then
-    kill "$(cat "$DIR/sshd.pid")"; sleep 0.2
+    kill "$(cat "$DIR/sshd.pid")"
+    for _ in $(seq 1 50); do running || break; sleep 0.1; done
+    running && { echo "the old sshd ($DIR/sshd.pid) does not stop" >&2; exit 1; }
 fi
 if ! running; then
     "$SSHD" -t -f "$DIR/sshd_config"

@@ -69,15 +69,22 @@ REAL_COMPONENTS = {
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say per real component how many of its tests ran and how they ended: a run where
     the QEMU tests did not run (or were skipped) must be visible in the summary."""
-    counts: dict[str, dict[str, int]] = {m: {} for m in REAL_COMPONENTS}
-    for outcome in ("passed", "failed", "error", "skipped"):
+    # one outcome per test, the worst of its phases (a test that fails, then errors in
+    # its teardown, counts once)
+    order = ("passed", "skipped", "failed", "error")
+    worst: dict[str, tuple[str, set[str]]] = {}
+    for outcome in order:
         for report in terminalreporter.stats.get(outcome, []):
-            keywords = getattr(report, "keywords", {})
             if report.when != "call" and outcome == "passed":
                 continue  # a passed setup/teardown is not a test that ran
-            for marker, tally in counts.items():
-                if marker in keywords:
-                    tally[outcome] = tally.get(outcome, 0) + 1
+            markers = {m for m in REAL_COMPONENTS if m in getattr(report, "keywords", {})}
+            before = worst.get(report.nodeid)
+            if before is None or order.index(outcome) > order.index(before[0]):
+                worst[report.nodeid] = (outcome, markers)
+    counts: dict[str, dict[str, int]] = {m: {} for m in REAL_COMPONENTS}
+    for outcome, markers in worst.values():
+        for marker in markers:
+            counts[marker][outcome] = counts[marker].get(outcome, 0) + 1
     terminalreporter.section("real components")
     for marker, tally in counts.items():
         ended = ", ".join(f"{n} {o}" for o, n in tally.items()) or "none ran"

@@ -370,9 +370,9 @@ class StoreWriter:
         self._inflight_records = [self._records.popleft() for _ in range(n_rec)]
         n_smp = min(len(self._samples), MAX_ROWS_PER_FLUSH - n_rec)
         self._inflight_samples = self._samples.take(n_smp)
-        if self._lease is not None:
-            await self._leave_to_others(self._lease)
         try:
+            if self._lease is not None:  # (it awaits: a cancel there keeps the rows too)
+                await self._leave_to_others(self._lease)
             written = await self._store.write(self._inflight_samples, self._inflight_records)
         except BaseException:
             # back to the front, in order; then trim to the bound (oldest samples first)
