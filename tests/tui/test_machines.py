@@ -5,7 +5,10 @@ shown rows and the room there is. The Performance pane redraws by line."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from rich.text import Text
@@ -15,6 +18,7 @@ from textual.geometry import Region
 from tests.canned import HOST, NOW, domain, fleet_snapshot, with_io
 from tests.tui.conftest import AppFactory, settle
 from virtwatch.core.model import DomainSample, Snapshot
+from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.machines import MachineTable
 from virtwatch.tui.performance import PerformanceView, performance_text
 from virtwatch.tui.rows import COLUMN_INDEX, visible_columns
@@ -56,6 +60,19 @@ def screen_lines(table: MachineTable) -> list[str]:
     return [strip.text for strip in table.render_lines(Region(0, 0, *table.size))]
 
 
+@contextlib.asynccontextmanager
+async def thousand_shown(
+    make_app: AppFactory,
+) -> AsyncIterator[tuple[VirtwatchApp, Any, MachineTable, Snapshot]]:
+    """The app at 160x48 with the 1,000-VM snapshot applied (not yet drawn)."""
+    app, _hub = make_app()
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = app.dashboard.machines
+        first = thousand()
+        table.apply(first)
+        yield app, pilot, table, first
+
+
 async def test_a_thousand_vm_update_rewrites_only_the_changed_cells(make_app: AppFactory) -> None:
     app, _hub = make_app()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -90,11 +107,7 @@ async def test_a_thousand_vm_update_rewrites_only_the_changed_cells(make_app: Ap
 
 
 async def test_an_update_sends_the_terminal_only_the_changed_cells(make_app: AppFactory) -> None:
-    app, _hub = make_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        table = app.dashboard.machines
-        first = thousand()
-        table.apply(first)
+    async with thousand_shown(make_app) as (app, pilot, table, first):
         await settle(pilot)
         sent: list[str] = []
 
@@ -118,11 +131,7 @@ async def test_an_update_sends_the_terminal_only_the_changed_cells(make_app: App
 
 
 async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFactory) -> None:
-    app, _hub = make_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        table = app.dashboard.machines
-        first = thousand()
-        table.apply(first)
+    async with thousand_shown(make_app) as (_app, pilot, table, first):
         await settle(pilot)
         table.action_scroll_bottom()  # drawn once with its old values, then out of view
         await settle(pilot)
@@ -143,11 +152,7 @@ async def test_rows_out_of_view_are_drawn_with_their_new_values(make_app: AppFac
 
 
 async def test_sort_and_filter_use_every_rows_raw_values(make_app: AppFactory) -> None:
-    app, _hub = make_app()
-    async with app.run_test(size=(160, 48)) as pilot:
-        table = app.dashboard.machines
-        first = thousand()
-        table.apply(first)
+    async with thousand_shown(make_app) as (_app, pilot, table, first):
         table.sort_by("cpu", reverse=True)
         await settle(pilot)
         assert table.shown_order()[0] != key_of("vm-0777")

@@ -31,15 +31,20 @@ print(" ".join(m for m in sys.argv[1:] if m in sys.modules) or "-")
 """
 
 
-def test_parsing_any_command_line_loads_no_database_or_screen_code() -> None:
+def heavy_loaded_by(script: str) -> list[str]:
+    """The HEAVY modules a fresh interpreter has loaded after `script` ("-": none)."""
     out = subprocess.run(
-        [sys.executable, "-c", PARSE_ALL, *HEAVY],
+        [sys.executable, "-c", script, *HEAVY],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     )
-    assert out.stdout.split() == ["-"]
+    return out.stdout.split()
+
+
+def test_parsing_any_command_line_loads_no_database_or_screen_code() -> None:
+    assert heavy_loaded_by(PARSE_ALL) == ["-"]
 
 
 # what `run_dashboard` imports before its first table (the store side loads after it)
@@ -55,11 +60,4 @@ print(" ".join(m for m in sys.argv[1:] if m in sys.modules) or "-")
 
 
 def test_the_dashboard_paints_without_the_database_code() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", DASHBOARD_BEFORE_PAINT, *HEAVY],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert out.stdout.split() == ["textual"]  # the screen's own, and nothing else
+    assert heavy_loaded_by(DASHBOARD_BEFORE_PAINT) == ["textual"]  # the screen's own only

@@ -115,16 +115,19 @@ class AppError(Exception):
 
     def __post_init__(self) -> None:
         # secrets a URI carries may be quoted outside it (ssh: "Identity file /root/k"):
-        # masked in the cause's text too, which is computed once, here
+        # masked wherever they appear; the cause's text is computed once, here
         secrets = uri_secrets(str(self.context.get("uri", "")))
-        cause = ""
-        if self.cause is not None:
-            cause = redact_text(f"{type(self.cause).__name__}: {self.cause}")
+
+        def clean(text: str) -> str:
+            text = redact_text(text)
             for secret in secrets:
-                cause = cause.replace(secret, MASK)
-        object.__setattr__(self, "_cause_text", one_line(cause))
-        self.message = redact_text(self.message)
-        self.hint = redact_text(self.hint)
+                text = text.replace(secret, MASK)
+            return text
+
+        cause = "" if self.cause is None else f"{type(self.cause).__name__}: {self.cause}"
+        object.__setattr__(self, "_cause_text", one_line(clean(cause)))
+        self.message = clean(self.message)
+        self.hint = clean(self.hint)
         self.context = {k: redact_text(str(v)) for k, v in self.context.items()}
         Exception.__init__(self, self.message)
         object.__setattr__(self, "_sealed", True)
@@ -477,9 +480,7 @@ def from_libvirt(
     """
     code = err.get_error_code() or 0
     domain = err.get_error_domain() or 0
-    raw = one_line(str(err.get_error_message() or err))
-    for secret in uri_secrets(uri) if uri is not None else ():
-        raw = raw.replace(secret, MASK)  # ssh quotes a keyfile= path in its own words
+    raw = one_line(str(err.get_error_message() or err))  # (AppError masks its secrets)
     scheme = uri.split(":", 1)[0].lower() if uri is not None else ""
     rule = classify_libvirt(code, domain, raw, opening=opening, ssh=scheme.endswith("ssh"))
     ctx: dict[str, str] = {"libvirt_code": str(code), "libvirt_domain": str(domain)}

@@ -14,6 +14,7 @@ its pid not running: a crashed recorder that systemd restarts) counts as dead at
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import platform
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from sqlalchemy import Connection, delete, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -56,16 +58,6 @@ def process_namespace() -> str:
     except OSError:
         return ""
     return f"{boot}/{pid_ns}"[:64]
-
-
-def pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: running, as another user
-        return True
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +151,7 @@ class Lease:
     rows for and decides which it leads; `release` (when it closes) hands them over."""
 
     def __init__(
-        self, store: Store, holder: Holder, *, running: Callable[[int], bool] = pid_running
+        self, store: Store, holder: Holder, *, running: Callable[[int], bool] = psutil.pid_exists
     ) -> None:
         self.store = store
         self.holder = holder
@@ -244,7 +236,7 @@ class Lease:
                     led.add(host)
                 elif writer is not None:
                     writers[host] = writer
-                params.append(_row(self._mine(host, now_ms, leads)))
+                params.append(dataclasses.asdict(self._mine(host, now_ms, leads)))
             for host in watched:
                 _, writer = decide(self._mine(host, now_ms), by_host[host], now_ms)
                 if writer is None:
@@ -279,20 +271,6 @@ class Lease:
         self.watched = self.unclaimed = frozenset()
         self.writers = {}
         self.cuts = {}
-
-
-def _row(claim: Claim) -> dict[str, object]:
-    return {
-        "host": claim.host,
-        "holder": claim.holder,
-        "role": claim.role,
-        "pid": claim.pid,
-        "nodename": claim.nodename,
-        "started_ms": claim.started_ms,
-        "heartbeat_ms": claim.heartbeat_ms,
-        "writing": claim.writing,
-        "process_ns": claim.process_ns,
-    }
 
 
 def _has_claims_table(conn: Connection) -> bool:

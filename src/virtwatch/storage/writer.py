@@ -174,7 +174,6 @@ class StoreWriter:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self._last_report_at: float | None = None
-        self._own_hosts: set[str] = set()  # hosts of the samples it was given
         self._record_hosts: set[str] = set()  # hosts of the HOST_RECORDS it was given
         # without a role: a plain batch writer that writes every host (tests, tools)
         self._lease = (
@@ -182,7 +181,8 @@ class StoreWriter:
             if role is None
             else Lease(store, Holder.of_this_process(role, round(clock() * 1000)))
         )
-        self._sample_seen: dict[str, float] = {}  # host -> when its last sample came
+        # host -> when its last sample came (its keys: every host it has samples of)
+        self._sample_seen: dict[str, float] = {}
         self.not_written_samples = 0
         self.not_written_records = 0
         self._next_rollup_at = 0.0
@@ -220,11 +220,7 @@ class StoreWriter:
             if overflow > older:  # only records and rows in flight held: the oldest new go
                 rows = rows[overflow - older :]
         self._samples.append(rows)
-        hosts = set(map(_host_of, rows))
-        self._own_hosts.update(hosts)
-        now = self._clock()
-        for host in hosts:
-            self._sample_seen[host] = now
+        self._sample_seen.update(dict.fromkeys(map(_host_of, rows), self._clock()))
         self._mark_pending()
 
     def add_record(self, record: Record) -> None:
@@ -273,7 +269,7 @@ class StoreWriter:
             lag_s=0.0 if self._pending_since is None else max(0.0, now - self._pending_since),
             role=None if self._lease is None else self._lease.holder.role.value,
             leads=tuple(
-                sorted(self._own_hosts | self._record_hosts)
+                sorted(self._sample_seen.keys() | self._record_hosts)
                 if self._lease is None
                 else sorted(self._lease.led)
             ),
@@ -452,7 +448,7 @@ class StoreWriter:
         every ten minutes. Failures are reported like write failures."""
         now = self._clock()
         lease = self._lease
-        hosts = sorted(self._own_hosts if lease is None else self._own_hosts & lease.led)
+        hosts = sorted(self._sample_seen if lease is None else self._sample_seen.keys() & lease.led)
         if now >= self._next_rollup_at and hosts:
             steps = await rollup.rollup(
                 self._store,
@@ -469,7 +465,7 @@ class StoreWriter:
             # their last samples are rolled up here, so retention can retire them
             quiet = int((now - IDLE_HOST_S) * 1000)
             idle = await rollup.idle_hosts(self._store, quiet_since_ms=quiet)
-            idle = [h for h in idle if h not in self._own_hosts]
+            idle = [h for h in idle if h not in self._sample_seen]
             if idle:
                 await rollup.rollup(self._store, idle, now_ms=int(now * 1000))
             report = await retention.apply(
@@ -482,9 +478,10 @@ class StoreWriter:
     async def _cycle(self) -> float:
         """One flush (+ maintenance); returns how long to wait before the next one."""
         try:
-            await self._renew_if_due()  # also when idle: the claims stay live
             if self._samples or self._records:
-                await self._flush_some()
+                await self._flush_some()  # renews the lease first when due
+            else:
+                await self._renew_if_due()  # idle: the claims stay live
             if not (self._samples or self._records) and self._maintenance:
                 await self._maintain()
         except asyncio.CancelledError:

@@ -282,6 +282,14 @@ def _dashboard_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--theme", default=None, help="a Textual theme name")
 
 
+def freeze_the_start() -> None:
+    """Once started: collect what the start left, and freeze what survives (modules, the
+    runtime, the store: they live as long as the process), so that no later full
+    collection walks it again (each one holds the GIL: a stall of the event loop)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_dashboard(args: argparse.Namespace) -> int:
     gc.disable()  # until the start is over: see `recording_after_start`
     try:
@@ -531,8 +539,7 @@ async def recording_after_start(
                 if app.is_running:
                     app.exit()  # the error leaves this block once the app has
                 raise
-            gc.collect()
-            gc.freeze()
+            freeze_the_start()
             gc.enable()
 
         opening = asyncio.create_task(open_store(), name="store-after-start")
@@ -570,11 +577,7 @@ async def run_record(args: argparse.Namespace) -> int:
     try:
         async with Store(db_url(args.db or storage.db or default_db_path())) as store:
             async with recording(config, build_runtime(config, hosts, hub), hub, store) as writer:
-                # started: what lives now (modules, the runtime, the store) lives as long
-                # as the process; frozen, no later full collection walks it again (each
-                # one holds the GIL: a stall of the loop that feeds the writer)
-                gc.collect()
-                gc.freeze()
+                freeze_the_start()
                 names = ", ".join(h.label for h in hosts)
                 print(
                     f"virtwatch: recording {names} into {redact_text(store.url)}; "

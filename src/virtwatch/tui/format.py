@@ -96,28 +96,19 @@ RATE_WIDTH = 4  # the most cells `fmt_rate_short` takes for any rate below 999.5
 _BARS = "▁▂▃▄▅▆▇█"
 
 
-def _figure(value: float, *, decimals_below: int, whole: bool = False) -> str | None:
-    """`value` (not negative) with one decimal below `decimals_below` (10 or 100) and
-    none from there (none at all when `whole`); None when it rounds to 1000 or more:
-    the next unit must say it. Lengths, not parsing, tell how it rounded."""
-    if not whole and value < decimals_below:
-        text = f"{value:.1f}"
-        if len(text) <= (3 if decimals_below == 10 else 4):  # '9.9' / '99.9': no carry
-            return text
-    text = f"{value:.0f}"
-    return text if len(text) <= 3 else None
-
-
-def _scaled(value: float, units: tuple[str, ...], decimals_below: int) -> tuple[str, str]:
-    """(figure, unit) for a non-negative `value` in steps of 1000: the smallest unit whose
-    rounded figure stays under 1000 (999,999 is '1.0' M, never '1000' K)."""
-    last = len(units) - 1
-    for i, unit in enumerate(units):
-        text = _figure(value, decimals_below=decimals_below, whole=i == 0)
-        if text is not None:
+def _rate_parts(value: float) -> tuple[str, str]:
+    """(figure, unit) for a non-negative rate in bytes per second: the smallest unit whose
+    rounded figure stays under 1000 (999,999 is '1.0' MB/s, never '1000' KB/s); whole
+    bytes, else one decimal below 100. Lengths, not parsing, tell how it rounded."""
+    last = len(_RATE_UNITS) - 1
+    for i, unit in enumerate(_RATE_UNITS):
+        if i and value < 100:
+            text = f"{value:.1f}"
+            if len(text) <= 4:  # '99.9': not carried over to '100.0'
+                return text, unit
+        text = f"{value:.0f}"
+        if len(text) <= 3 or i == last:
             return text, unit
-        if i == last:
-            return f"{value:.0f}", unit
         value /= 1000
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -128,7 +119,7 @@ def fmt_rate(bps: float | None) -> str:
     if bps is None or not math.isfinite(bps):
         return UNKNOWN
     value = max(0.0, float(bps))
-    text, unit = _scaled(value, _RATE_UNITS, 100)
+    text, unit = _rate_parts(value)
     return f"{'<1' if text == '0' and value > 0 else text} {unit}"
 
 
@@ -136,7 +127,7 @@ def fmt_rate_short(bps: float | None) -> str:
     """Bytes per second in at most RATE_WIDTH cells with an SI suffix and no unit (the
     column's label says 'B/s'): 0 -> '0', 850 -> '850', 1500 -> '1.5K', 80_000 -> '80K',
     999_999 -> '1.0M'. Above 0 but at most half a byte a second: '<1', never '0'.
-    (What `_scaled` does, unrolled: every row on screen formats four of these.)"""
+    (What `_rate_parts` does, unrolled: every row on screen formats four of these.)"""
     if bps is None or not math.isfinite(bps):
         return UNKNOWN
     value = float(bps)
