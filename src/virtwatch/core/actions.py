@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from virtwatch.core.connection import ConnectionSource
-from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
+from virtwatch.core.connection import Borrowed, ConnectionSource
+from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt, is_transient
 from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.identity import Actor, current_actor
 from virtwatch.core.model import DomainState
@@ -69,6 +69,7 @@ class ActionTimeouts:
 DEFAULT_TIMEOUTS = ActionTimeouts()
 ACTION_POLICY = "action"  # TaskRunner policy: retries only transient errors, not timeouts
 ATTEMPT_MARGIN_S = 30.0  # on top of the action's own wait: lookup, the call, the audit
+CALL_MARGIN_S = 10.0  # a call's deadline: the action's wait plus this (then: no answer)
 
 _RUNNING = frozenset({DomainState.RUNNING, DomainState.BLOCKED})
 _SHUTOFF = frozenset({DomainState.SHUTOFF})
@@ -255,8 +256,10 @@ _UNSUPPORTED = frozenset(
 )
 
 
-def _observe(dom: libvirt.virDomain) -> Observation:
+def _observe(conn: libvirt.virConnect, uuid: str) -> Observation:
+    """Blocking, inside a call: the VM's state now; Observation(None) once it is gone."""
     try:
+        dom = conn.lookupByUUIDString(uuid)
         state, reason = dom.state()
     except libvirt.libvirtError as err:
         if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -266,21 +269,34 @@ def _observe(dom: libvirt.virDomain) -> Observation:
     return Observation(int(state), int(reason), raw_id if raw_id >= 0 else None)
 
 
+def _identify(conn: libvirt.virConnect, name: str) -> tuple[str, int, int]:
+    """Blocking, inside a call: (uuid, state, reason) of the VM called `name`."""
+    dom = conn.lookupByName(name)
+    state, reason = dom.state()
+    return dom.UUIDString(), int(state), int(reason)
+
+
 @dataclass(slots=True)
 class _Attempt:
     vm_uuid: str = ""
 
 
 async def _wait_until(
-    dom: libvirt.virDomain,
+    b: Borrowed,
+    uuid: str,
     done: Callable[[Observation], bool],
     wait_s: float,
     poll_s: float,
 ) -> tuple[Observation, bool]:
-    """Poll the VM's state in a thread until `done` or the deadline; (last seen, done)."""
+    """Poll the VM's state until `done` or the deadline; (last seen, done)."""
     deadline = time.monotonic() + wait_s
     while True:
-        last = await asyncio.to_thread(_observe, dom)
+        remaining = max(deadline - time.monotonic(), 0.0)
+        last = await b.call(
+            lambda conn: _observe(conn, uuid),
+            timeout_s=remaining + CALL_MARGIN_S,
+            what="reading the VM's state",
+        )
         if done(last):
             return last, True
         if time.monotonic() >= deadline:
@@ -288,42 +304,48 @@ async def _wait_until(
         await asyncio.sleep(poll_s)
 
 
-async def _reboot(
-    conn: libvirt.virConnect, dom: libvirt.virDomain, name: str, timeouts: ActionTimeouts
-) -> Verdict:
+async def _reboot(b: Borrowed, uuid: str, name: str, timeouts: ActionTimeouts) -> Verdict:
     """Ask for a graceful reboot; verified by libvirt's reboot event for this VM and the
     VM running afterwards. The test driver reboots at once and emits no such event."""
     wait_s = timeouts.wait_for(Action.REBOOT)
-    test_driver = (await asyncio.to_thread(conn.getType)).upper() == "TEST"
-    before = await asyncio.to_thread(_observe, dom)
+    limit = wait_s + CALL_MARGIN_S
+    test_driver = (await b.call(lambda c: c.getType(), timeout_s=limit)).upper() == "TEST"
+    before = await b.call(lambda c: _observe(c, uuid), timeout_s=limit)
     seen = threading.Event()
     cid: int | None = None
     observable = not test_driver
+
+    def register(conn: libvirt.virConnect) -> int:
+        dom = conn.lookupByUUIDString(uuid)
+        reboot = libvirt.VIR_DOMAIN_EVENT_ID_REBOOT
+        return int(conn.domainEventRegisterAny(dom, reboot, lambda *_args: seen.set(), None))
+
     if observable:
         try:
-            cid = await asyncio.to_thread(
-                conn.domainEventRegisterAny,
-                dom,
-                libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
-                lambda *_args: seen.set(),
-                None,
-            )
+            cid = await b.call(register, timeout_s=limit, what="watching for the reboot")
         except libvirt.libvirtError as err:
             if err.get_error_code() not in _UNSUPPORTED:
                 raise
             observable = False  # a driver without events: judged by its state alone
     try:
-        await asyncio.to_thread(dom.reboot, 0)
+        await b.call(
+            lambda c: c.lookupByUUIDString(uuid).reboot(0), timeout_s=limit, what=f"reboot {name}"
+        )
 
         def done(obs: Observation) -> bool:
             running = obs.state is not None and DomainState(obs.state) in _RUNNING
             return running and (not observable or seen.is_set())
 
-        last, reached = await _wait_until(dom, done, wait_s, timeouts.poll_s)
+        last, reached = await _wait_until(b, uuid, done, wait_s, timeouts.poll_s)
     finally:
         if cid is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                await asyncio.to_thread(conn.domainEventDeregisterAny, cid)
+            registered = cid
+            with contextlib.suppress(libvirt.libvirtError, AppError):
+                await b.call(
+                    lambda c: c.domainEventDeregisterAny(registered),
+                    timeout_s=CALL_MARGIN_S,
+                    what="deregistering the reboot watch",
+                )
     return judge(
         Action.REBOOT,
         name,
@@ -336,30 +358,37 @@ async def _reboot(
 
 
 async def _act(
-    conn: libvirt.virConnect,
+    b: Borrowed,
     action: Action,
     name: str,
     timeouts: ActionTimeouts,
     attempt: _Attempt,
 ) -> Verdict:
-    dom = await asyncio.to_thread(conn.lookupByName, name)
-    attempt.vm_uuid = dom.UUIDString()
-    state, reason = await asyncio.to_thread(dom.state)
+    wait_s = timeouts.wait_for(action)
+    limit = wait_s + CALL_MARGIN_S
+    uuid, state, reason = await b.call(
+        lambda c: _identify(c, name), timeout_s=limit, what=f"looking up {name}"
+    )
+    attempt.vm_uuid = uuid
     refused = refusal(action, state, reason, name)
     if refused is not None:
         raise refused
     if action is Action.REBOOT:
-        return await _reboot(conn, dom, name, timeouts)
-    await asyncio.to_thread(_CALLS[action], dom)
+        return await _reboot(b, uuid, name, timeouts)
+    act = _CALLS[action]
+    await b.call(
+        lambda c: act(c.lookupByUUIDString(uuid)),
+        timeout_s=limit,
+        what=f"{RULES[action].verb} {name}",
+    )
     target = RULES[action].target
-    wait_s = timeouts.wait_for(action)
 
     def done(obs: Observation) -> bool:
         if obs.state is None:  # a transient VM vanishes when it stops
             return target == _SHUTOFF
         return DomainState(obs.state) in target
 
-    last, reached = await _wait_until(dom, done, wait_s, timeouts.poll_s)
+    last, reached = await _wait_until(b, uuid, done, wait_s, timeouts.poll_s)
     return judge(action, name, last, waited_s=wait_s, reached=reached)
 
 
@@ -404,8 +433,8 @@ async def perform(
 
     try:
         try:
-            async with source.connection() as conn:
-                verdict = await _act(conn, action, vm_name, timeouts, attempt)
+            async with source.connection() as b:
+                verdict = await _act(b, action, vm_name, timeouts, attempt)
         except libvirt.libvirtError as err:
             what = f"{RULES[action].verb} {vm_name}"
             raise from_libvirt(err, uri=source.uri, what=what, vm=vm_name) from err
@@ -452,6 +481,15 @@ def submit_action(
         ),
         policy=policy,
         attempt_timeout_s=timeouts.wait_for(action) + ATTEMPT_MARGIN_S,
+        retry_if=worth_retrying,
         host=host,
         vm_name=vm_name,
     )
+
+
+def worth_retrying(exc: Exception) -> bool:
+    """Transient failures, except libvirtd not answering a call: then whether the action
+    happened is unknown, and doing it again could do it twice."""
+    if isinstance(exc, AppError) and exc.code is ErrorCode.TIMEOUT:
+        return False
+    return is_transient(exc)

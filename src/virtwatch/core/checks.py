@@ -340,8 +340,8 @@ def reachable(source: ConnectionSource, host: str, *, timeout_s: float) -> Check
     async def run() -> list[Reading]:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(timeout_s), source.connection() as conn:
-                await asyncio.to_thread(conn.getLibVersion)
+            async with asyncio.timeout(timeout_s), source.connection() as b:
+                await b.call(lambda conn: conn.getLibVersion(), what="getLibVersion")
         except TimeoutError:
             msg = f"no answer within {timeout_s:g} s (from the host, or no free connection)"
             return [Reading(host, None, msg, HealthState.CRIT)]
@@ -478,22 +478,6 @@ def collector_probes(
         return snap.host_sample if snap is not None else None
 
     return sample, last
-
-
-def sampler_probe(
-    sample_blocking: Callable[[], HostSample], *, settle_s: float = 0.5
-) -> HostSampleFn:
-    """A fresh sample from a (blocking) sampler, taken twice `settle_s` apart the first time
-    so that CPU and I/O rates exist (headless `virtwatch health`)."""
-
-    async def sample() -> HostSample | None:
-        hs = await asyncio.to_thread(sample_blocking)
-        if hs.cpu_pct is None:
-            await asyncio.sleep(settle_s)
-            hs = await asyncio.to_thread(sample_blocking)
-        return hs
-
-    return SharedSample(sample)
 
 
 def runtime_checks(

@@ -18,7 +18,6 @@ import operator
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,17 +298,17 @@ class Collector:
     async def run(self) -> None:
         """Tick every `interval_s` (next tick after the last ends) until cancelled.
 
-        Blocking work runs on this collector's own worker thread, so a host that hangs
-        holds only its own thread. A tick slower than `tick_timeout_s` is reported and
-        the host marked stale; its call is left to finish and no second one is started.
+        Blocking work runs in a worker thread the connection source counts, so a host
+        that hangs holds only that thread. A tick slower than `tick_timeout_s` is reported
+        and the host marked stale; its call is left to finish and no second one is started
+        (after twice that, the call's connection is given up and replaced).
         """
-        executor = ThreadPoolExecutor(1, thread_name_prefix=f"collector {self.host}")
         try:
             while True:
                 started = time.monotonic()
                 try:
                     async with asyncio.timeout(self.tick_timeout_s):
-                        await self._tick(executor)
+                        await self._tick()
                 except TimeoutError:
                     self._failed(
                         AppError(
@@ -343,26 +342,25 @@ class Collector:
         finally:
             task = self._inflight
             if task is not None and not task.done():
-                # never cancel it: cancelling would end the borrow while the thread is still
-                # inside libvirt, and the connection could be closed under it (a crash, not
-                # an error). Let the call finish, for a bounded time; a hung call keeps its
-                # borrow and the source decides at close.
+                # let the call finish, for a bounded time; cancelling it is safe (the source
+                # keeps its connection open until the thread leaves libvirt) but would
+                # throw away a snapshot that is about to arrive
                 await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
-            executor.shutdown(wait=False, cancel_futures=True)
+                task.cancel()
 
     async def tick(self) -> Snapshot:
         """One round: borrow a connection, one bulk stats call, publish a Snapshot.
 
         Raises AppError on failure (the caller decides; `run()` marks the host stale).
         """
-        return await self._tick(None)
+        return await self._tick()
 
-    async def _tick(self, executor: Executor | None) -> Snapshot:
+    async def _tick(self) -> Snapshot:
         task = self._inflight
         if task is None or task.done():
             slow = self._want_slow()
             full, self._reidentify = slow or self._reidentify, False
-            task = asyncio.ensure_future(self._collect_async(executor, slow, full))
+            task = asyncio.ensure_future(self._collect_async(slow, full))
             task.add_done_callback(_retrieve)
             self._inflight = task
         snap = await asyncio.shield(task)  # a timed-out tick leaves the call running, once
@@ -378,13 +376,15 @@ class Collector:
         # half an interval of slack, so a 10 s cadence at 2 s ticks is every 5th tick
         return time.monotonic() - last >= self.slow_interval_s - self.interval_s / 2
 
-    async def _collect_async(self, executor: Executor | None, slow: bool, full: bool) -> Snapshot:
+    async def _collect_async(self, slow: bool, full: bool) -> Snapshot:
         t0 = time.monotonic()
-        loop = asyncio.get_running_loop()
         try:
-            # the libvirtError must cross the `async with`: the source drops dead connections
-            async with self._source.connection() as conn:
-                return await loop.run_in_executor(executor, self._collect, conn, slow, full, t0)
+            async with self._source.connection() as b:
+                return await b.call(
+                    lambda conn: self._collect(conn, slow, full, t0),
+                    timeout_s=2 * self.tick_timeout_s,
+                    what="collecting stats",
+                )
         except libvirt.libvirtError as err:
             raise from_libvirt(err, uri=self._source.uri, what="collecting stats") from err
 

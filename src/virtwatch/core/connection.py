@@ -1,6 +1,13 @@
 """Borrowing libvirt connections. `ConnectionSource` is the interface the pool
 implements; `SingleConnection` is the simplest honest source: one lazily opened,
 replaced when libvirt reports it dead. Opening is bounded by a timeout.
+
+The rule that keeps the process alive: libvirt frees a `virConnect` in `virConnectClose`,
+and a thread still inside a call on it then returns into freed memory (SIGSEGV). So a
+borrower never holds the raw connection: it gets a `Borrowed` whose `call(fn)` runs
+`fn(conn)` in a thread that a `Guard` counts until the call really returns, and the
+connection is closed only after the last such thread has left. Only this module and
+`pool.py` start threads that touch libvirt (`tests/unit/test_thread_rule.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import libvirt
@@ -21,6 +28,8 @@ from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.uri import MASK, redact_uri
 
 DEFAULT_OPEN_TIMEOUT_S = 10.0
+DEFAULT_CALL_TIMEOUT_S = 60.0  # a call's deadline unless its caller names one
+CLOSE_WAIT_S = 5.0  # a source's close() waits this long for in-flight calls and the close
 T = TypeVar("T")
 
 
@@ -32,7 +41,7 @@ class SourceState(enum.StrEnum):
 
 
 class ConnectionSource(Protocol):
-    """Hands out live libvirt connections for one URI."""
+    """Lends live libvirt connections for one URI, as `Borrowed` handles."""
 
     @property
     def uri(self) -> str: ...
@@ -40,7 +49,7 @@ class ConnectionSource(Protocol):
     @property
     def read_only(self) -> bool: ...
 
-    def connection(self) -> contextlib.AbstractAsyncContextManager[libvirt.virConnect]: ...
+    def connection(self) -> contextlib.AbstractAsyncContextManager[Borrowed]: ...
 
     async def close(self) -> None: ...
 
@@ -190,7 +199,7 @@ def in_daemon_thread(
 
     def deliver(ok: bool, value: object) -> None:
         if fut.done():
-            if ok:
+            if ok and on_orphan is not None:
                 threading.Thread(
                     target=orphan, args=(cast(T, value),), name=f"{name}-orphan", daemon=True
                 ).start()
@@ -247,13 +256,13 @@ def open_timeout_error(uri: str, timeout_s: float) -> AppError:
     )
 
 
-async def open_connection(
+async def open_guarded(
     uri: str,
     *,
     read_only: bool = False,
     timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
     credentials: Credentials | None = None,
-) -> libvirt.virConnect:
+) -> Guard:
     """Open `uri` in a thread; give up after `timeout_s` (libvirt has no connect timeout).
 
     With `credentials`, opens through `openAuth` (read-only with VIR_CONNECT_RO). A
@@ -266,16 +275,257 @@ async def open_connection(
         on_orphan=close_quietly,
     )
     try:
-        return await await_thread(fut, timeout_s, close_quietly)
+        conn = await await_thread(fut, timeout_s, close_quietly)
     except TimeoutError:
         raise open_timeout_error(uri, timeout_s) from None
     except libvirt.libvirtError as err:
         what = f"cannot connect to {redact_uri(uri)}"
         raise from_libvirt(err, uri=uri, what=what, opening=True) from err
+    return Guard(redact_uri(uri), conn)
+
+
+async def probe_uri(
+    uri: str, *, read_only: bool = False, timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
+) -> None:
+    """Open `uri` and close it again: raises the AppError an open would. The close runs
+    in a daemon thread nobody waits for (on a hung daemon it waits for a reply)."""
+    guard = await open_guarded(uri, read_only=read_only, timeout_s=timeout_s)
+    teardown_soon(guard)
+
+
+# --- calls that cannot outlive their connection --------------------------------------
+
+
+def closed_connection_error(label: str) -> AppError:
+    """A call refused because its connection is being closed (it counts as dead)."""
+    return AppError(
+        ErrorCode.LIBVIRT_CONNECTION_LOST,
+        f"the connection to {label} is closed",
+        "virtwatch reconnects by itself; retry the action",
+        Severity.WARNING,
+        {"uri": label},
+        transient=True,
+        libvirt_code=libvirt.VIR_ERR_INVALID_CONN,
+    )
+
+
+def no_answer_error(label: str, timeout_s: float, what: str) -> AppError:
+    """libvirtd took longer than the call's deadline: the host is not answering."""
+    return AppError(
+        ErrorCode.TIMEOUT,
+        f"libvirtd at {label} did not answer within {timeout_s:g} s ({what})",
+        "libvirtd may be hung or overloaded (a stuck storage pool, a slow QEMU monitor); "
+        "check `virsh -c URI list`; virtwatch reconnects when it answers again",
+        Severity.ERROR,
+        {"uri": label},
+        transient=True,
+    )
+
+
+class Guard:
+    """One libvirt connection and the threads inside calls on it.
+
+    `run(fn)` (blocking) counts the calling thread until `fn(conn)` returns; `teardown()`
+    (blocking) closes the connection at once when no thread is inside it, else the last
+    one out closes it. Once teardown began, `run` refuses. `suspect`: a call outlived its
+    deadline; the connection is never lent again. Thread-safe."""
+
+    __slots__ = ("_busy", "_close_pending", "_lock", "_torn", "conn", "label", "suspect")
+
+    def __init__(self, label: str, conn: libvirt.virConnect = None) -> None:
+        self.label = label  # the redacted URI, for messages
+        self.conn: libvirt.virConnect = conn
+        self.suspect = False
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._close_pending = False
+        self._torn = False
+
+    @property
+    def busy(self) -> int:
+        """Threads inside a call on the connection now."""
+        return self._busy
+
+    @property
+    def closing(self) -> bool:
+        return self._torn or self._close_pending
+
+    def run(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+        """Blocking: `fn(conn)`, counted. Raises `closed_connection_error` once closing."""
+        with self._lock:
+            if self._torn or self._close_pending or self.conn is None:
+                raise closed_connection_error(self.label)
+            self._busy += 1
+        try:
+            return fn(self.conn)
+        except BaseException as exc:
+            # the traceback's frames hold virDomain objects: let them die in this thread,
+            # while it is still counted, not wherever the exception is read
+            exc.__traceback__ = None
+            raise
+        finally:
+            with self._lock:
+                self._busy -= 1
+                last_out = self._close_pending and self._busy == 0
+                if last_out:
+                    self._close_pending = False
+            if last_out:
+                self.teardown()
+
+    def teardown(self) -> None:
+        """Blocking: drop the close callback, then close; once, and never under a running
+        call (then the last caller does it when it returns). Never raises."""
+        with self._lock:
+            if self._torn or self.conn is None:
+                return
+            if self._busy:
+                self._close_pending = True
+                return
+            self._torn = True
+        conn = self.conn
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        close_quietly(conn)
+
+
+def _holds_libvirt_objects(value: object) -> bool:
+    """A shallow look for libvirt objects in a call's result (they must not leave the
+    call's thread: the last reference to a virDomain can close its connection)."""
+    if isinstance(value, libvirt.virConnect | libvirt.virDomain):
+        return True
+    if isinstance(value, list | tuple) and value:
+        return _holds_libvirt_objects(value[0])
+    return False
+
+
+class Borrowed:
+    """A libvirt connection lent for one `async with source.connection()` block.
+
+    `await b.call(fn)` runs `fn(conn)` in a thread of its own and returns its result,
+    which must be plain data (no virDomain, no virConnect). The connection cannot be
+    closed while that thread is inside libvirt, even after the awaiting task timed out
+    or was cancelled: such a call leaves the connection suspect (never lent again) and
+    the source replaces it. A call that fails with a connection error marks it dead."""
+
+    __slots__ = ("_calls", "_ended", "_guard", "_on_dead", "_on_suspect", "_timeout_s", "_uri")
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        uri: str,
+        timeout_s: float,
+        calls: set[asyncio.Future[Any]],
+        on_suspect: Callable[[Guard], None],
+        on_dead: Callable[[Guard], None],
+    ) -> None:
+        self._guard = guard
+        self._uri = uri
+        self._timeout_s = timeout_s
+        self._calls = calls
+        self._on_suspect = on_suspect
+        self._on_dead = on_dead
+        self._ended = False
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def suspect(self) -> bool:
+        return self._guard.suspect
+
+    @property
+    def connection_id(self) -> int:
+        """Which connection this is: the same for every borrow of one connection."""
+        return id(self._guard)
+
+    def __repr__(self) -> str:
+        return f"<Borrowed {self._guard.label}{' suspect' if self._guard.suspect else ''}>"
+
+    def end(self) -> None:
+        """The borrow is over: later calls are a bug."""
+        self._ended = True
+
+    async def call(
+        self,
+        fn: Callable[[libvirt.virConnect], T],
+        *,
+        timeout_s: float | None = None,
+        what: str = "a libvirt call",
+    ) -> T:
+        """`fn(conn)` in a worker thread; at most `timeout_s` (default: the source's call
+        timeout), then `no_answer_error`. libvirt errors propagate as they are."""
+        guard = self._guard
+        if self._ended:
+            raise AppError(
+                ErrorCode.INTERNAL_ERROR,
+                f"a connection to {guard.label} was used after its borrow ended",
+                "this is a bug in virtwatch: a Borrowed handle escaped its `async with`",
+            )
+        if guard.closing:
+            raise closed_connection_error(guard.label)
+        if guard.suspect:  # a call on it already hung: do not queue another one behind it
+            raise AppError(
+                ErrorCode.TIMEOUT,
+                f"libvirtd at {guard.label} has not answered an earlier call ({what})",
+                "libvirtd may be hung or overloaded; virtwatch reconnects when it answers",
+                Severity.ERROR,
+                {"uri": guard.label},
+                transient=True,
+            )
+        limit = self._timeout_s if timeout_s is None else timeout_s
+        fut = in_daemon_thread(lambda: guard.run(fn), name=f"libvirt-call:{guard.label}")
+        self._calls.add(fut)
+        fut.add_done_callback(self._calls.discard)
+        try:
+            result = await await_thread(fut, limit)
+        except TimeoutError:
+            self._abandon()
+            raise no_answer_error(guard.label, limit, what) from None
+        except asyncio.CancelledError:
+            if not fut.done():
+                self._abandon()
+            raise
+        except BaseException as exc:
+            if is_dead_error(exc):
+                self._on_dead(guard)
+            raise
+        if _holds_libvirt_objects(result):
+            raise AppError(
+                ErrorCode.INTERNAL_ERROR,
+                f"a call on {guard.label} returned a libvirt object ({type(result).__name__})",
+                "this is a bug in virtwatch: calls must return plain data",
+            )
+        return result
+
+    def _abandon(self) -> None:
+        self._guard.suspect = True
+        self._on_suspect(self._guard)
+
+
+async def close_guard(guard: Guard, *, calls: set[asyncio.Future[Any]], wait_s: float) -> None:
+    """Close `guard`'s connection from the loop: wait up to `wait_s` for calls in flight,
+    then tear down in a daemon thread (bounded too: a close on a hung daemon waits for its
+    reply). A call still inside libvirt after that closes it on its way out."""
+    pending = {f for f in calls if not f.done()}
+    if pending and wait_s > 0:
+        await asyncio.wait(pending, timeout=wait_s)
+    fut = in_daemon_thread(guard.teardown, name=f"libvirt-close:{guard.label}")
+    with contextlib.suppress(TimeoutError):
+        await await_thread(fut, wait_s)
+
+
+def teardown_soon(guard: Guard) -> None:
+    """Close `guard`'s connection in a daemon thread, without waiting (see `Guard`)."""
+    threading.Thread(
+        target=guard.teardown, name=f"libvirt-close:{guard.label}", daemon=True
+    ).start()
 
 
 class SingleConnection:
-    """One connection, opened on first use and reopened after libvirt declares it dead."""
+    """One connection, opened on first use and replaced after libvirt declares it dead
+    or a call on it outlived its deadline. What the one-shot commands use."""
 
     def __init__(
         self,
@@ -283,15 +533,19 @@ class SingleConnection:
         *,
         read_only: bool = False,
         open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         credentials: Credentials | None = None,
     ) -> None:
         self._uri = uri
+        self._label = redact_uri(uri)
         self._read_only = read_only
         self._open_timeout_s = open_timeout_s
+        self._call_timeout_s = call_timeout_s
         self._credentials = credentials
-        self._conn: libvirt.virConnect | None = None
+        self._guard: Guard | None = None
         self._lock = asyncio.Lock()
         self._state = SourceState.UNOPENED
+        self._calls: set[asyncio.Future[Any]] = set()
         self.opened_at: float | None = None
         self._open_listeners: list[Callable[[libvirt.virConnect], None]] = []
 
@@ -313,47 +567,75 @@ class SingleConnection:
         return self._state
 
     def __repr__(self) -> str:
-        return f"<SingleConnection {redact_uri(self._uri)} {self._state}>"
+        return f"<SingleConnection {self._label} {self._state}>"
 
-    async def _ensure(self) -> libvirt.virConnect:
+    async def _ensure(self) -> Guard:
         if self._state in (SourceState.CLOSING, SourceState.CLOSED):
             raise AppError(
                 ErrorCode.INTERNAL_ERROR,
-                f"connection source for {redact_uri(self._uri)} is {self._state}",
+                f"connection source for {self._label} is {self._state}",
                 "this is a bug in virtwatch: a connection was borrowed after shutdown",
             )
         async with self._lock:
-            if self._conn is None:
-                conn = await open_connection(
+            if self._guard is None:
+                guard = await open_guarded(
                     self._uri,
                     read_only=self._read_only,
                     timeout_s=self._open_timeout_s,
                     credentials=self._credentials,
                 )
-                for listener in self._open_listeners:
-                    await asyncio.to_thread(listener, conn)
-                self._conn = conn
+                listeners = list(self._open_listeners)
+
+                def run_listeners(conn: libvirt.virConnect) -> None:
+                    for listener in listeners:
+                        listener(conn)
+
+                if listeners:
+                    fut = in_daemon_thread(
+                        lambda: guard.run(run_listeners), name=f"libvirt-listeners:{self._label}"
+                    )
+                    try:
+                        await await_thread(fut, self._open_timeout_s)
+                    except BaseException:
+                        guard.suspect = True
+                        teardown_soon(guard)
+                        raise
+                self._guard = guard
                 self._state = SourceState.OPEN
                 self.opened_at = time.time()
-            return self._conn
+            return self._guard
+
+    def _retire(self, guard: Guard) -> None:
+        if self._guard is guard:
+            self._guard = None
+        teardown_soon(guard)  # deferred by the guard while a call is inside
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[libvirt.virConnect]:
-        conn = await self._ensure()
+    async def connection(self) -> AsyncIterator[Borrowed]:
+        guard = await self._ensure()
+        borrowed = Borrowed(
+            guard,
+            uri=self._uri,
+            timeout_s=self._call_timeout_s,
+            calls=self._calls,
+            on_suspect=self._retire,
+            on_dead=self._retire,
+        )
         try:
-            yield conn
+            yield borrowed
         except BaseException as err:
-            if is_dead_error(err) and self._conn is conn:
-                self._conn = None
-                await asyncio.to_thread(close_quietly, conn)
+            if is_dead_error(err):
+                self._retire(guard)
             raise
+        finally:
+            borrowed.end()
 
     async def close(self) -> None:
+        """Wait (bounded) for calls in flight, then close; never hangs on a hung daemon."""
         if self._state is SourceState.CLOSED:
             return
         self._state = SourceState.CLOSING
-        async with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is not None:
-            await asyncio.to_thread(close_quietly, conn)
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await close_guard(guard, calls=self._calls, wait_s=CLOSE_WAIT_S)
         self._state = SourceState.CLOSED

@@ -11,7 +11,6 @@ whitespace, or its <tag> children (`virsh metadata VM --uri TAGS_NS --key vw --s
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -353,8 +352,11 @@ def details_batch(source: ConnectionSource) -> BatchFn[str, DomainDetails]:
 
     async def batch(uuids: list[str]) -> dict[str, DomainDetails | BaseException]:
         try:
-            async with source.connection() as conn:
-                return await asyncio.to_thread(_fetch_details, conn, uuids, source.uri)
+            async with source.connection() as b:
+                return await b.call(
+                    lambda conn: _fetch_details(conn, uuids, source.uri),
+                    what="reading VM definitions",
+                )
         except libvirt.libvirtError as err:
             raise from_libvirt(err, uri=source.uri, what="reading VM definitions") from err
 
@@ -368,8 +370,11 @@ def extra_stats_batch(
 
     async def batch(uuids: list[str]) -> dict[str, ExtraStats | BaseException]:
         try:
-            async with source.connection() as conn:
-                return await asyncio.to_thread(_fetch_extra, conn, uuids, source.uri, groups)
+            async with source.connection() as b:
+                return await b.call(
+                    lambda conn: _fetch_extra(conn, uuids, source.uri, groups),
+                    what="reading VM stats",
+                )
         except libvirt.libvirtError as err:
             raise from_libvirt(err, uri=source.uri, what="reading VM stats") from err
 

@@ -451,8 +451,10 @@ class DriftWatcher:
 
     async def scan(self, uuids: Collection[str] | None = None) -> list[DomainEvent]:
         """Read definitions (all VMs, or `uuids`), compare, publish and return the changes."""
-        async with self._source.connection() as conn:
-            defs = await asyncio.to_thread(_fetch_blocking, conn, uuids)
+        async with self._source.connection() as b:
+            defs = await b.call(
+                lambda conn: _fetch_blocking(conn, uuids), what="reading VM definitions"
+            )
         self.scans += 1
         at = self._clock()
         found: list[DomainEvent] = []

@@ -30,6 +30,8 @@ from virtwatch.core.uri import redact_uri
 log = logging.getLogger(__name__)
 
 DEFAULT_CHECK_INTERVAL_S = 5.0
+CHECK_TIMEOUT_S = 10.0  # the periodic round trip; longer and the connection is replaced
+CLOSE_TIMEOUT_S = 5.0  # aclose() waits this long to deregister; then callbacks die with it
 
 # --- pure decoding ----------------------------------------------------------------
 # The tables mirror libvirt's virDomainEvent*Type / *DetailType enums (stable ABI);
@@ -195,10 +197,11 @@ class StreamState(enum.StrEnum):
 class _Registration:
     """Callbacks registered on one connection.
 
-    A connection closed by someone else (`conn.close()`) stays alive inside libvirt
-    while callbacks hold it and keeps delivering events, but can no longer be told to
-    deregister them (and touching it through its C pointer crashes). Each registration
-    therefore carries a generation: events from any but the newest are dropped.
+    A connection closed by someone else stays alive inside libvirt while callbacks hold
+    it and keeps delivering events, but can no longer be told to deregister them (and
+    touching it outside its source's guarded calls may crash). `conn` is kept only to
+    recognise the connection inside such a call. Each registration carries a generation:
+    events from any but the newest are dropped.
     """
 
     conn: libvirt.virConnect
@@ -300,7 +303,13 @@ class DomainEventStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
             self._watch = None
-        await asyncio.to_thread(self._deregister_all)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S), self._source.connection() as b:
+                await b.call(self._deregister_on, what="deregistering event callbacks")
+        except (AppError, libvirt.libvirtError, TimeoutError):
+            pass  # callbacks on a connection we cannot reach die with it
+        with self._lock:
+            self._regs = []
         self._state = StreamState.CLOSED
 
     # --- registration (worker threads) ----------------------------------------
@@ -348,10 +357,10 @@ class DomainEventStream:
             except libvirt.libvirtError:
                 self._deregister(reg)
                 raise
-            stale, self._regs = self._regs, [reg]
+            # older registrations live on connections we are not inside a call on: never
+            # touched again (their events are dropped by generation, they die with them)
+            self._regs = [reg]
             self.stats.registrations += 1
-            for old in stale:
-                self._deregister(old)
 
     def _register_one(self, reg: _Registration, event_id: int, cb: Callable[..., Any]) -> None:
         try:
@@ -377,11 +386,18 @@ class DomainEventStream:
                 reg.conn.domainEventDeregisterAny(cid)
         reg.ids.clear()
 
-    def _deregister_all(self) -> None:
+    def _deregister_on(self, conn: libvirt.virConnect) -> None:
+        """In a call on `conn`: deregister what we hold on it; forget the rest."""
         with self._lock:
             regs, self._regs = self._regs, []
             for reg in regs:
-                self._deregister(reg)
+                if reg.conn is conn:
+                    self._deregister(reg)
+
+    def _check_blocking(self, conn: libvirt.virConnect) -> None:
+        if not self._has(conn):
+            self._register(conn)
+        conn.getLibVersion()
 
     # --- health ------------------------------------------------------------------
 
@@ -389,10 +405,10 @@ class DomainEventStream:
         """Borrow the connection and make one round trip: registers on a connection we
         have not seen, and lets the source find out that its connection died."""
         try:
-            async with self._source.connection() as conn:
-                if not self._has(conn):
-                    await asyncio.to_thread(self._register, conn)
-                await asyncio.to_thread(conn.getLibVersion)
+            async with self._source.connection() as b:
+                await b.call(
+                    self._check_blocking, timeout_s=CHECK_TIMEOUT_S, what="event connection check"
+                )
         except AppError as err:
             self._unhealthy(err)
         except libvirt.libvirtError as err:

@@ -13,7 +13,6 @@ import itertools
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -25,11 +24,13 @@ import libvirt
 
 from virtwatch.core.config import config_error, get_typed
 from virtwatch.core.connection import (
+    DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_OPEN_TIMEOUT_S,
+    Borrowed,
     Credentials,
+    Guard,
     SourceState,
     await_thread,
-    close_quietly,
     in_daemon_thread,
     is_dead_error,
     open_blocking,
@@ -61,6 +62,7 @@ class PoolSettings:
     acquire_timeout_s: float = 30.0
     idle_timeout_s: float = 60.0  # idle shared connections above min_size close after this
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
+    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S  # a call without its own deadline
     check_after_idle_s: float = 5.0  # a connection idle this long is probed before lending
     check_timeout_s: float = 5.0  # a probe (isAlive + getLibVersion) slower than this fails
     health_interval_s: float = 30.0  # idle connections are probed this often
@@ -105,6 +107,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "acquire_timeout_s": (0.001, None),
     "idle_timeout_s": (0.001, None),
     "open_timeout_s": (0.001, None),
+    "call_timeout_s": (0.001, None),
     "check_timeout_s": (0.001, None),
     "health_interval_s": (0.001, None),
     "keepalive_interval_s": (1, None),
@@ -207,35 +210,27 @@ def host_state(
 # --- internals ------------------------------------------------------------------------
 
 
-class _Entry:
-    """One libvirt connection and what the pool knows about it.
-
-    `busy` counts our own worker threads running on it (probes, listeners): a connection
-    is never closed under one of them (libvirt would free it mid-call); the last one
-    out closes it instead."""
+class _Entry(Guard):
+    """One libvirt connection (a `Guard`: calls on it are counted, and it is closed only
+    when the last one has returned) and what the pool knows about it."""
 
     __slots__ = (
-        "busy",
         "check_first",
-        "close_pending",
         "closed",
-        "conn",
         "created_at",
         "dead",
         "last_checked",
         "last_used",
-        "lock",
         "owner",
         "retired",
         "serial",
-        "torn",
         "users",
     )
 
-    def __init__(self, serial: int, owner: DedicatedConnection | None) -> None:
+    def __init__(self, serial: int, owner: DedicatedConnection | None, label: str) -> None:
+        super().__init__(label)
         self.serial = serial
         self.owner = owner
-        self.conn: libvirt.virConnect = None
         self.created_at = time.monotonic()
         self.last_used = self.created_at
         self.last_checked = self.created_at
@@ -244,13 +239,10 @@ class _Entry:
         self.closed = False  # the pool is done with it (closing or closed)
         self.retired = False  # abandoned while borrowed: closed when returned
         self.users = 0  # borrowers of a dedicated connection (loop side)
-        self.lock = threading.Lock()  # guards busy / close_pending / torn across threads
-        self.busy = 0
-        self.close_pending = False
-        self.torn = False
 
     def __repr__(self) -> str:
-        return f"<conn #{self.serial}{' dead' if self.dead else ''}>"
+        flags = "".join(f" {f}" for f in ("dead", "suspect") if getattr(self, f))
+        return f"<conn #{self.serial}{flags}>"
 
 
 @dataclass(slots=True)
@@ -264,38 +256,6 @@ class _Outage:
     next_retry: float = 0.0  # monotonic; 0 = now
     next_retry_wall: float | None = None
     failed_at: float = 0.0  # monotonic time the last counted failure happened
-
-
-def _teardown(entry: _Entry) -> None:
-    """Blocking: drop our close callback, then close; once, and never under our own
-    running thread (then the last such thread does it). Never raises."""
-    with entry.lock:
-        if entry.torn or entry.conn is None:
-            return
-        if entry.busy:
-            entry.close_pending = True
-            return
-        entry.torn = True
-    conn = entry.conn
-    with contextlib.suppress(libvirt.libvirtError):
-        conn.unregisterCloseCallback()
-    close_quietly(conn)
-
-
-def _run_on(entry: _Entry, fn: Callable[[libvirt.virConnect], T]) -> T:
-    """Blocking: `fn(entry.conn)`, counted in `entry.busy` (see `_teardown`)."""
-    with entry.lock:
-        entry.busy += 1
-    try:
-        return fn(entry.conn)
-    finally:
-        with entry.lock:
-            entry.busy -= 1
-            pending = entry.close_pending and entry.busy == 0
-            if pending:
-                entry.close_pending = False
-        if pending:
-            _teardown(entry)
 
 
 def _probe(conn: libvirt.virConnect) -> bool:
@@ -321,8 +281,8 @@ class LibvirtPool:
     """Connections to one libvirt URI.
 
         async with LibvirtPool(uri, publish=hub.publish) as pool:
-            async with pool.connection() as conn:      # or acquire() / release()
-                await asyncio.to_thread(conn.lookupByName("web").create)
+            async with pool.connection() as b:      # or acquire() / release()
+                await b.call(lambda conn: conn.lookupByName("web").create())
             collector_source = pool.dedicated("collector")
 
     States: unopened -> open -> closing -> closed; using it outside `open` is an error.
@@ -353,7 +313,8 @@ class LibvirtPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serials = itertools.count(1)
         self._idle: collections.deque[_Entry] = collections.deque()  # right end = most recent
-        self._in_use: dict[int, _Entry] = {}  # id(conn) -> entry
+        self._in_use: dict[int, _Entry] = {}  # serial -> entry
+        self._calls: set[asyncio.Future[Any]] = set()  # calls in flight, on any connection
         self._checking: set[_Entry] = set()
         self._opening = 0
         self._owed = 0  # lost shared connections not yet replaced
@@ -482,7 +443,7 @@ class LibvirtPool:
 
     async def close(self, *, grace_s: float | None = None) -> None:
         """Stop lending, wait up to `grace_s` (default settings.close_grace_s) for borrowed
-        connections to come back, then `terminate()`."""
+        connections to come back and calls in flight to return, then `terminate()`."""
         if self._state is SourceState.UNOPENED:
             self._state = SourceState.CLOSED
             for dedicated in self._dedicated.values():
@@ -503,11 +464,16 @@ class LibvirtPool:
                 while self._in_use or any(d.users for d in self._dedicated.values()):
                     self._drained.clear()
                     await self._drained.wait()
+                # threads of cancelled borrowers may still be inside libvirt: their
+                # connections close when they leave (a Guard), but a clean exit waits
+                pending = {f for f in self._calls if not f.done()}
+                if pending:
+                    await asyncio.wait(pending)
         await self.terminate()
 
     async def terminate(self) -> None:
-        """Close now. Connections still borrowed are abandoned: libvirt cannot safely close
-        a connection under a running call, so each closes when its borrower returns it."""
+        """Close now. Connections still borrowed are abandoned, and a connection with a
+        thread still inside a call closes when that thread leaves libvirt (`Guard`)."""
         if self._state is SourceState.CLOSED:
             return
         self._state = SourceState.CLOSING
@@ -546,22 +512,20 @@ class LibvirtPool:
     # --- borrowing --------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def connection(
-        self, *, timeout_s: float | None = None
-    ) -> AsyncIterator[libvirt.virConnect]:
+    async def connection(self, *, timeout_s: float | None = None) -> AsyncIterator[Borrowed]:
         """Borrow a shared connection for the block; returned even when cancelled."""
-        conn = await self.acquire(timeout_s=timeout_s)
+        borrowed = await self.acquire(timeout_s=timeout_s)
         dead = suspect = False
         try:
-            yield conn
+            yield borrowed
         except BaseException as exc:
             dead = is_dead_error(exc)
             suspect = isinstance(exc, asyncio.CancelledError)
             raise
         finally:
-            self._release(conn, dead=dead, suspect=suspect)
+            self._release(borrowed, dead=dead, suspect=suspect)
 
-    async def acquire(self, *, timeout_s: float | None = None) -> libvirt.virConnect:
+    async def acquire(self, *, timeout_s: float | None = None) -> Borrowed:
         """A live shared connection; waiters are served first come, first served.
 
         Raises AppError: after `timeout` (default settings.acquire_timeout_s) naming the
@@ -571,7 +535,7 @@ class LibvirtPool:
         if entry is not None:  # the common case: no waiting, no timer, no probe
             self._waits.append(0.0)
             self._changed()
-            return entry.conn
+            return self._lend(entry)
         limit = self.settings.acquire_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         try:
@@ -586,7 +550,35 @@ class LibvirtPool:
             raise self._timeout_error(limit) from None
         self._waits.append(time.monotonic() - started)
         self._changed()
-        return entry.conn
+        return self._lend(entry)
+
+    def _lend(self, entry: _Entry) -> Borrowed:
+        return Borrowed(
+            entry,
+            uri=self._uri,
+            timeout_s=self.settings.call_timeout_s,
+            calls=self._calls,
+            on_suspect=self._on_suspect,
+            on_dead=self._on_dead,
+        )
+
+    def _on_suspect(self, guard: Guard) -> None:
+        """A call outlived its deadline: never lend this connection again. A shared one
+        is destroyed when returned; a dedicated one is replaced now (its teardown waits
+        for the call to leave libvirt)."""
+        entry = guard if isinstance(guard, _Entry) else None
+        if entry is None or entry.closed:
+            return
+        log.info(
+            "%s: connection #%d is suspect: a call outlived its deadline", self.host, entry.serial
+        )
+        if entry.owner is not None:
+            entry.owner._lost(entry)
+        self._changed()
+
+    def _on_dead(self, guard: Guard) -> None:
+        if isinstance(guard, _Entry) and not guard.dead and not guard.closed:
+            self._mark_lost(guard, "a call failed: the connection is closed")
 
     def _lend_now(self) -> _Entry | None:
         """The most recently used idle entry, if nobody waits and it needs no probe."""
@@ -597,16 +589,23 @@ class LibvirtPool:
         if entry.dead or entry.check_first or idle_for >= self.settings.check_after_idle_s:
             return None
         self._idle.pop()
-        self._in_use[id(entry.conn)] = entry
+        self._in_use[entry.serial] = entry
         return entry
 
-    def release(self, conn: libvirt.virConnect, *, dead: bool = False) -> None:
+    def release(self, borrowed: Borrowed, *, dead: bool = False) -> None:
         """Give back a connection from `acquire()`. Never blocks. `dead=True` when a call
         on it failed with a connection error: it is closed and replaced."""
-        self._release(conn, dead=dead, suspect=False)
+        self._release(borrowed, dead=dead, suspect=False)
 
-    def _release(self, conn: libvirt.virConnect, *, dead: bool, suspect: bool) -> None:
-        key = id(conn)
+    def _release(self, borrowed: Borrowed, *, dead: bool, suspect: bool) -> None:
+        guard = borrowed._guard
+        if borrowed._ended or not isinstance(guard, _Entry):
+            raise _misuse(
+                f"a connection to {redact_uri(self._uri)} was released that this pool did not "
+                "lend, or was released twice"
+            )
+        borrowed.end()
+        key = guard.serial
         entry = self._in_use.pop(key, None)
         if entry is None:
             retired = self._retired.pop(key, None)
@@ -627,6 +626,7 @@ class LibvirtPool:
             self._mark_lost(entry, "a call failed: the connection is closed")
         if (
             entry.dead
+            or entry.suspect
             or self._state is not SourceState.OPEN
             or self._shared_size() + 1 > self._shared_cap()
         ):
@@ -651,7 +651,7 @@ class LibvirtPool:
         if not self._waiters:
             if self._idle:
                 entry = self._idle.pop()
-                self._in_use[id(entry.conn)] = entry
+                self._in_use[entry.serial] = entry
                 return entry
             if self._can_reserve():
                 self._opening += 1
@@ -677,13 +677,13 @@ class LibvirtPool:
             self._opening -= 1
             self._slot_freed()
         else:
-            self._in_use.pop(id(grant.conn), None)
+            self._in_use.pop(grant.serial, None)
             self._settle(grant, dead=False)
 
     async def _usable(self, entry: _Entry) -> bool:
         """Probe a lent entry when it idled long or a borrower was cancelled on it."""
         if entry.dead:
-            self._in_use.pop(id(entry.conn), None)
+            self._in_use.pop(entry.serial, None)
             self._settle(entry, dead=True)
             return False
         idle_for = time.monotonic() - max(entry.last_used, entry.last_checked)
@@ -692,21 +692,24 @@ class LibvirtPool:
         try:
             ok = await self._probe(entry)
         except BaseException:
-            self._in_use.pop(id(entry.conn), None)
+            self._in_use.pop(entry.serial, None)
             self._settle(entry, dead=False, suspect=True)
             raise
         if ok:
             entry.check_first = False
             return True
-        self._in_use.pop(id(entry.conn), None)
+        self._in_use.pop(entry.serial, None)
         self._settle(entry, dead=True)
         return False
 
     async def _probe(self, entry: _Entry) -> bool:
-        fut = in_daemon_thread(lambda: _run_on(entry, _probe), name=f"libvirt-probe:{self.host}")
+        fut = in_daemon_thread(lambda: entry.run(_probe), name=f"libvirt-probe:{self.host}")
         try:
             ok = await await_thread(fut, self.settings.check_timeout_s)
         except TimeoutError:
+            ok = False
+            entry.suspect = True  # the probe thread is still inside: never lend it again
+        except AppError:  # closing under us
             ok = False
         entry.last_checked = time.monotonic()
         if not ok and not entry.dead:
@@ -725,7 +728,7 @@ class LibvirtPool:
         if self._state is not SourceState.OPEN:
             self._destroy(entry)
             raise self._closed_error()
-        self._in_use[id(entry.conn)] = entry
+        self._in_use[entry.serial] = entry
         self._update_link()
         self._changed()
         return entry
@@ -735,7 +738,7 @@ class LibvirtPool:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
-                self._in_use[id(entry.conn)] = entry
+                self._in_use[entry.serial] = entry
                 fut.set_result(entry)
                 return
         self._idle.append(entry)
@@ -785,20 +788,23 @@ class LibvirtPool:
         if self._in_backoff():
             raise self._unreachable_error()
         started = time.monotonic()
-        entry = _Entry(next(self._serials), owner)
+        entry = _Entry(next(self._serials), owner, self.host)
 
         def work() -> _Entry:
             entry.conn = open_blocking(self._uri, self._read_only, self._credentials)
             try:
                 self._prepare(entry)
             except BaseException:
-                _teardown(entry)
+                entry.teardown()
                 raise
             return entry
 
-        fut = in_daemon_thread(work, name=f"libvirt-open:{self.host}", on_orphan=_teardown)
+        def orphan(late: _Entry) -> None:
+            late.teardown()
+
+        fut = in_daemon_thread(work, name=f"libvirt-open:{self.host}", on_orphan=orphan)
         try:
-            await await_thread(fut, self.settings.open_timeout_s, _teardown)
+            await await_thread(fut, self.settings.open_timeout_s, orphan)
             if owner is not None and owner._open_listeners:
                 await self._run_listeners(entry, owner._open_listeners)
         except TimeoutError:
@@ -843,8 +849,13 @@ class LibvirtPool:
             for fn in todo:
                 fn(conn)
 
-        fut = in_daemon_thread(lambda: _run_on(entry, run), name=f"libvirt-listeners:{self.host}")
-        await await_thread(fut, self.settings.open_timeout_s)
+        fut = in_daemon_thread(lambda: entry.run(run), name=f"libvirt-listeners:{self.host}")
+        try:
+            await await_thread(fut, self.settings.open_timeout_s)
+        except BaseException:
+            if not fut.done():
+                entry.suspect = True
+            raise
 
     def _open_failed(self, entry: _Entry, err: AppError, started: float) -> AppError:
         self._spawn_close(entry)
@@ -942,7 +953,7 @@ class LibvirtPool:
         entry.closed = True
         if entry.conn is None:
             return
-        fut = in_daemon_thread(lambda: _teardown(entry), name=f"libvirt-close:{self.host}")
+        fut = in_daemon_thread(entry.teardown, name=f"libvirt-close:{self.host}")
         self._closers.add(fut)
         fut.add_done_callback(self._closers.discard)
 
@@ -1263,7 +1274,8 @@ class DedicatedConnection:
 
     @property
     def live(self) -> bool:
-        return self._entry is not None and not self._entry.dead and not self._entry.closed
+        e = self._entry
+        return e is not None and not e.dead and not e.closed and not e.suspect
 
     def __repr__(self) -> str:
         return f"<DedicatedConnection {self.name} {redact_uri(self.uri)} {self._state}>"
@@ -1291,14 +1303,14 @@ class DedicatedConnection:
     async def _ensure(self) -> _Entry:
         self._check_usable()
         self.wanted = True
-        entry = self._entry
-        if entry is not None and not entry.dead:
-            return entry
+        if self.live:
+            assert self._entry is not None
+            return self._entry
         async with self._lock:
             self._check_usable()
-            entry = self._entry
-            if entry is not None and not entry.dead:
-                return entry
+            if self.live:
+                assert self._entry is not None
+                return self._entry
             self._drop()
             try:
                 entry = await self._pool._open_entry(self)
@@ -1364,22 +1376,28 @@ class DedicatedConnection:
                 await asyncio.sleep(0)  # the pool's backoff paces the next try
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[libvirt.virConnect]:
+    async def connection(self) -> AsyncIterator[Borrowed]:
         entry = await self._ensure()
         self.users += 1
         entry.users += 1
         self._idle.clear()
+        borrowed = self._pool._lend(entry)
         try:
-            yield entry.conn
+            yield borrowed
         except BaseException as exc:
             if is_dead_error(exc) and not entry.dead:
                 self._pool._mark_lost(entry, "a call failed: the connection is closed")
             raise
         finally:
+            borrowed.end()
             entry.last_used = time.monotonic()
             entry.users -= 1
             self.users -= 1
-            if entry.users == 0 and (entry.dead or entry.retired) and not entry.closed:
+            if (
+                entry.users == 0
+                and (entry.dead or entry.retired or entry.suspect)
+                and not entry.closed
+            ):
                 if entry is self._entry:
                     self._entry = None
                 self._pool._destroy(entry)

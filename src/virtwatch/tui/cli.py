@@ -36,7 +36,7 @@ from virtwatch import __version__
 from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
 from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, collector_settings
 from virtwatch.core.config import Config, config_error, get_typed, load_config
-from virtwatch.core.connection import Credentials, SingleConnection, open_connection
+from virtwatch.core.connection import Credentials, SingleConnection, probe_uri
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
 from virtwatch.core.eventloop import LibvirtEventThread
@@ -195,14 +195,13 @@ async def choose_host(flag: str | None, *, allow_demo: bool, read_only: bool) ->
     if explicit or not allow_demo:
         return Chosen(uri, None)
     try:
-        conn = await open_connection(uri, read_only=read_only, timeout_s=PROBE_TIMEOUT_S)
+        await probe_uri(uri, read_only=read_only, timeout_s=PROBE_TIMEOUT_S)
     except AppError as err:
         notice = (
             f"DEMO HOST (fictional values) — {redact_uri(uri)} did not answer: {err.message}. "
             "Start libvirtd or pass --uri."
         )
         return Chosen(demo_uri(), notice, "demo")
-    await asyncio.to_thread(conn.close)
     return Chosen(uri, None)
 
 
