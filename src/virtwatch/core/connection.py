@@ -325,25 +325,40 @@ def no_answer_error(label: str, timeout_s: float, what: str) -> AppError:
 class Guard:
     """One libvirt connection and the threads inside calls on it.
 
-    `run(fn)` (blocking) counts the calling thread until `fn(conn)` returns; `teardown()`
-    (blocking) closes the connection at once when no thread is inside it, else the last
-    one out closes it. Once teardown began, `run` refuses. `suspect`: a call outlived its
-    deadline; the connection is never lent again. Thread-safe."""
+    `run(fn)` (blocking) counts the calling thread until `fn(conn)` returns, and lets one
+    thread at a time into libvirt; `teardown()` (blocking) closes the connection at once
+    when no thread is inside it or waiting for its turn, else the last one out closes it.
+    Once teardown began, `run` refuses. `suspect`: a call outlived its deadline; the
+    connection is never lent again. Thread-safe.
 
-    __slots__ = ("_busy", "_close_pending", "_lock", "_torn", "conn", "label", "suspect")
+    One call at a time, because libvirt 9.0's client crashes (SIGSEGV in its I/O loop)
+    when a keepalive timeout closes a connection while two or more threads wait inside
+    calls on it: what a frozen libvirtd does (scripts/repro_keepalive_crash.py)."""
+
+    __slots__ = (
+        "_busy",
+        "_close_pending",
+        "_lock",
+        "_torn",
+        "_turn",
+        "conn",
+        "label",
+        "suspect",
+    )
 
     def __init__(self, label: str, conn: libvirt.virConnect = None) -> None:
         self.label = label  # the redacted URI, for messages
         self.conn: libvirt.virConnect = conn
         self.suspect = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the counts and flags
+        self._turn = threading.Lock()  # held by the one thread inside libvirt
         self._busy = 0
         self._close_pending = False
         self._torn = False
 
     @property
     def busy(self) -> int:
-        """Threads inside a call on the connection now."""
+        """Threads inside a call on the connection now, or waiting for their turn."""
         return self._busy
 
     @property
@@ -351,13 +366,17 @@ class Guard:
         return self._torn or self._close_pending
 
     def run(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        """Blocking: `fn(conn)`, counted. Raises `closed_connection_error` once closing."""
+        """Blocking: `fn(conn)`, counted, one thread at a time. Raises
+        `closed_connection_error` once closing (also after waiting for the turn)."""
         with self._lock:
             if self._torn or self._close_pending or self.conn is None:
                 raise closed_connection_error(self.label)
             self._busy += 1
         try:
-            return fn(self.conn)
+            with self._turn:
+                if self._close_pending:  # it began closing while we waited
+                    raise closed_connection_error(self.label)
+                return fn(self.conn)
         except BaseException as exc:
             # the traceback's frames hold virDomain objects: let them die in this thread,
             # while it is still counted, not wherever the exception is read
@@ -484,7 +503,9 @@ class Borrowed:
             self._abandon()
             raise no_answer_error(guard.label, limit, what) from None
         except asyncio.CancelledError:
-            if not fut.done():
+            # await_thread cancels `fut` when it gives up on a thread still running (and
+            # only then: a result that was ready leaves it done, not cancelled)
+            if fut.cancelled():
                 self._abandon()
             raise
         except BaseException as exc:
