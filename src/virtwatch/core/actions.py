@@ -490,6 +490,6 @@ def submit_action(
 def worth_retrying(exc: Exception) -> bool:
     """Transient failures, except libvirtd not answering a call: then whether the action
     happened is unknown, and doing it again could do it twice."""
-    if isinstance(exc, AppError) and exc.code is ErrorCode.TIMEOUT:
+    if isinstance(exc, AppError) and exc.code is ErrorCode.LIBVIRT_NOT_ANSWERING:
         return False
     return is_transient(exc)

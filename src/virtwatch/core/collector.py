@@ -299,28 +299,18 @@ class Collector:
         """Tick every `interval_s` (next tick after the last ends) until cancelled.
 
         Blocking work runs in a worker thread the connection source counts, so a host
-        that hangs holds only that thread. A tick slower than `tick_timeout_s` is reported
-        and the host marked stale; its call is left to finish and no second one is started
-        (after twice that, the call's connection is given up and replaced).
+        that hangs holds only that thread. A tick without an answer after
+        `answer_after_s` marks the host stale as not answering; one slower than
+        `tick_timeout_s` is reported again. Its call is left to finish and no second one
+        is started (after twice that, the call's connection is given up and replaced).
         """
         try:
             while True:
                 started = time.monotonic()
                 try:
-                    async with asyncio.timeout(self.tick_timeout_s):
-                        await self._tick()
+                    await self._watched_tick()
                 except TimeoutError:
-                    self._failed(
-                        AppError(
-                            ErrorCode.TIMEOUT,
-                            f"{self.host} did not answer within {self.tick_timeout_s:g} s",
-                            "the host or libvirtd may be overloaded or hung; its last values "
-                            "stay on screen, marked stale",
-                            Severity.ERROR,
-                            {"host": self.host},
-                            transient=True,
-                        )
-                    )
+                    self._failed(self._no_answer(self.tick_timeout_s))
                 except AppError as err:
                     self._failed(err)
                 except Exception as err:  # a bug must not end collection for this host
@@ -388,8 +378,36 @@ class Collector:
         except libvirt.libvirtError as err:
             raise from_libvirt(err, uri=self._source.uri, what="collecting stats") from err
 
-    def _failed(self, err: AppError) -> None:
-        """Report the error; republish the last good snapshot as stale, with its age."""
+    @property
+    def answer_after_s(self) -> float:
+        """A tick without an answer this long means libvirtd is not answering."""
+        return min(self.tick_timeout_s, max(2.5 * self.interval_s, 5.0))
+
+    async def _watched_tick(self) -> None:
+        tick = asyncio.ensure_future(self._tick())
+        try:
+            async with asyncio.timeout(self.tick_timeout_s):
+                done, _pending = await asyncio.wait({tick}, timeout=self.answer_after_s)
+                if not done:
+                    self._failed(self._no_answer(self.answer_after_s), retry_at=False)
+                await tick
+        finally:
+            tick.cancel()  # the call itself is shielded in `_tick`: it runs on, once
+
+    def _no_answer(self, waited_s: float) -> AppError:
+        return AppError(
+            ErrorCode.LIBVIRT_NOT_ANSWERING,
+            f"libvirtd at {self.host} has not answered for {waited_s:g} s",
+            "libvirtd may be hung or overloaded (a stuck storage pool, a slow QEMU "
+            "monitor); the last values stay on screen, marked stale, until it answers",
+            Severity.ERROR,
+            {"host": self.host},
+            transient=True,
+        )
+
+    def _failed(self, err: AppError, *, retry_at: bool = True) -> None:
+        """Report the error; republish the last good snapshot as stale, with its age.
+        `retry_at`: say when the next tick is due (not while a call is still waiting)."""
         now = time.time()
         self.failures += 1
         self._state.relearn = True  # the host may come back upgraded or with other limits
@@ -402,7 +420,7 @@ class Collector:
                 stale=True,
                 error=err.one_line(),
                 failed_since=self._failed_since,
-                next_try_at=now + self.interval_s,
+                next_try_at=now + self.interval_s if retry_at else None,
             )
             self._publish(self.last)
 

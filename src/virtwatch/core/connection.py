@@ -245,8 +245,9 @@ async def await_thread(
 
 
 def open_timeout_error(uri: str, timeout_s: float) -> AppError:
+    """Opening took longer than `timeout_s`: libvirtd accepts but does not answer."""
     return AppError(
-        ErrorCode.LIBVIRT_CONNECTION_FAILED,
+        ErrorCode.LIBVIRT_NOT_ANSWERING,
         f"{redact_uri(uri)} did not answer within {timeout_s:g} s",
         "libvirtd may be starting (it re-probes QEMU after a restart) or hung; "
         "check `virsh -c URI list`",
@@ -312,7 +313,7 @@ def closed_connection_error(label: str) -> AppError:
 def no_answer_error(label: str, timeout_s: float, what: str) -> AppError:
     """libvirtd took longer than the call's deadline: the host is not answering."""
     return AppError(
-        ErrorCode.TIMEOUT,
+        ErrorCode.LIBVIRT_NOT_ANSWERING,
         f"libvirtd at {label} did not answer within {timeout_s:g} s ({what})",
         "libvirtd may be hung or overloaded (a stuck storage pool, a slow QEMU monitor); "
         "check `virsh -c URI list`; virtwatch reconnects when it answers again",
@@ -486,7 +487,7 @@ class Borrowed:
             raise closed_connection_error(guard.label)
         if guard.suspect:  # a call on it already hung: do not queue another one behind it
             raise AppError(
-                ErrorCode.TIMEOUT,
+                ErrorCode.LIBVIRT_NOT_ANSWERING,
                 f"libvirtd at {guard.label} has not answered an earlier call ({what})",
                 "libvirtd may be hung or overloaded; virtwatch reconnects when it answers",
                 Severity.ERROR,

@@ -28,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from virtwatch.core.errors import AppError
+from virtwatch.core.errors import AppError, ErrorCode
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
 _HEX = re.compile(r"\b0x[0-9a-f]+\b", re.I)
@@ -56,9 +56,24 @@ def normalise_message(message: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+# the host's libvirtd cannot be reached or does not answer: however an outage shows (a
+# call without reply, keepalive closing the connection, opens failing), it is one incident
+HOST_LINK_CODES = frozenset(
+    {
+        ErrorCode.LIBVIRT_CONNECTION_FAILED,
+        ErrorCode.LIBVIRT_CONNECTION_LOST,
+        ErrorCode.LIBVIRT_NOT_ANSWERING,
+    }
+)
+
+
 def fingerprint(error: AppError, host: str | None, vm: str | None) -> str:
-    """16 hex digits naming what went wrong where: code, host, VM, normalised message."""
-    key = "|".join((error.code.value, host or "", vm or "", normalise_message(error.message)))
+    """16 hex digits naming what went wrong where: code, host, VM, normalised message; or,
+    for the host's link to libvirtd (`HOST_LINK_CODES`, no VM), just the host."""
+    if error.code in HOST_LINK_CODES and vm is None and host:
+        key = f"host-link|{host}"
+    else:
+        key = "|".join((error.code.value, host or "", vm or "", normalise_message(error.message)))
     return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
 
 

@@ -48,8 +48,12 @@ _CONN_STYLE = {
 def connection_text(
     conn: HostConnection | None, snap: Snapshot | None, now: float, *, terse: bool = False
 ) -> Text:
-    """'● connected', '↻ reconnecting in 4s', '✖ down for 12m, retry in 8s'; `terse`
-    leaves a plain 'connected' at its ●."""
+    """'● connected', '⚠ not answering', '↻ reconnecting in 4s', '✖ down for 12m, retry
+    in 8s'; `terse` leaves a plain 'connected' at its ●. Connected with stale data is
+    'not answering': libvirtd holds the connection open but gives no reply."""
+    live = conn is None or conn.state in (ConnectionState.CONNECTED, ConnectionState.DEGRADED)
+    if live and snap is not None and snap.stale:
+        return Text("⚠" if terse else "⚠ not answering", style="bold yellow")
     if conn is None or (terse and conn.state is ConnectionState.CONNECTED):
         if snap is None and conn is None:
             return Text("…", style="dim")
