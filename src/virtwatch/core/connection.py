@@ -248,7 +248,7 @@ def open_timeout_error(uri: str, timeout_s: float) -> AppError:
     """Opening took longer than `timeout_s`: libvirtd accepts but does not answer."""
     return AppError(
         ErrorCode.LIBVIRT_NOT_ANSWERING,
-        f"{redact_uri(uri)} did not answer within {timeout_s:g} s",
+        f"libvirtd at {redact_uri(uri)} did not answer within {timeout_s:g} s (connecting)",
         "libvirtd may be starting (it re-probes QEMU after a restart) or hung; "
         "check `virsh -c URI list`",
         Severity.CRITICAL,
@@ -408,6 +408,11 @@ class Guard:
         close_quietly(conn)
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _holds_libvirt_objects(value: object) -> bool:
     """A shallow look for libvirt objects in a call's result (they must not leave the
     call's thread: the last reference to a virDomain can close its connection)."""
@@ -495,9 +500,19 @@ class Borrowed:
                 transient=True,
             )
         limit = self._timeout_s if timeout_s is None else timeout_s
-        fut = in_daemon_thread(lambda: guard.run(fn), name=f"libvirt-call:{guard.label}")
-        self._calls.add(fut)
-        fut.add_done_callback(self._calls.discard)
+        loop = asyncio.get_running_loop()
+        left: asyncio.Future[None] = loop.create_future()  # the thread left libvirt
+
+        def work() -> T:
+            try:
+                return guard.run(fn)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is gone
+                    loop.call_soon_threadsafe(_resolve, left)
+
+        self._calls.add(left)
+        left.add_done_callback(self._calls.discard)
+        fut = in_daemon_thread(work, name=f"libvirt-call:{guard.label}")
         try:
             result = await await_thread(fut, limit)
         except TimeoutError:
@@ -652,12 +667,14 @@ class SingleConnection:
         finally:
             borrowed.end()
 
-    async def close(self) -> None:
-        """Wait (bounded) for calls in flight, then close; never hangs on a hung daemon."""
+    async def close(self, *, wait_s: float | None = None) -> None:
+        """Wait up to `wait_s` (default CLOSE_WAIT_S) for calls in flight, then close;
+        never hangs on a hung daemon (a call still inside closes it on its way out)."""
         if self._state is SourceState.CLOSED:
             return
         self._state = SourceState.CLOSING
         guard, self._guard = self._guard, None
         if guard is not None:
-            await close_guard(guard, calls=self._calls, wait_s=CLOSE_WAIT_S)
+            wait = CLOSE_WAIT_S if wait_s is None else wait_s
+            await close_guard(guard, calls=self._calls, wait_s=wait)
         self._state = SourceState.CLOSED

@@ -36,7 +36,12 @@ from virtwatch import __version__
 from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
 from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, collector_settings
 from virtwatch.core.config import Config, config_error, get_typed, load_config
-from virtwatch.core.connection import Credentials, SingleConnection, probe_uri
+from virtwatch.core.connection import (
+    Credentials,
+    SingleConnection,
+    no_answer_error,
+    probe_uri,
+)
 from virtwatch.core.demo import demo_uri
 from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
 from virtwatch.core.eventloop import LibvirtEventThread
@@ -62,6 +67,10 @@ if TYPE_CHECKING:
 
 FALLBACK_URI = "qemu:///system"
 PROBE_TIMEOUT_S = 5.0
+# one-shot commands (snapshot, vm, health) give libvirtd this long to answer (to connect,
+# and for each call); on top of it `vm` waits for the outcome (--timeout, per action)
+ANSWER_S = 10.0
+ONE_SHOT_CLOSE_S = 0.5  # at exit, how long a one-shot waits for a call still in libvirt
 EXIT_FAILURE = 2
 EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAILED
 STARTUP_MAX_S = 5.0  # no table painted by then (no host answered yet): the start is over
@@ -134,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     for parser in (p, dash):
         _dashboard_flags(parser)
     snap = sub.add_parser("snapshot", parents=[common], help="print one snapshot and exit")
-    snap.add_argument("--json", action="store_true", required=True, help="JSON on stdout")
+    snap.add_argument("--json", action="store_true", help="JSON on stdout (the only output)")
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     up = dbsub.add_parser("upgrade", help="run migrations up to the latest schema")
@@ -156,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)")
     vm.add_argument("--db", help=f"database for the audit row (default: {default_db_path()})")
     vm.add_argument(
-        "--timeout", type=_positive, help="seconds to wait for the outcome (default: per action)"
+        "--timeout",
+        type=_positive,
+        help="seconds to wait for the outcome (default: per action); libvirtd gets "
+        f"{ANSWER_S:g} s more to answer, then the command exits 2",
     )
     vm.add_argument("--read-only", action="store_true", help="open a read-only connection")
     window = argparse.ArgumentParser(add_help=False)
@@ -339,15 +351,19 @@ async def _dashboard(args: argparse.Namespace) -> int:
 async def run_snapshot(args: argparse.Namespace) -> int:
     prepare_libvirt()
     uri, _explicit = resolve_uri(args.uri)
-    source = SingleConnection(uri, read_only=True)
+    source = SingleConnection(uri, read_only=True, open_timeout_s=ANSWER_S, call_timeout_s=ANSWER_S)
+    pause = min(args.interval or DEFAULT_INTERVAL_S, 1.0)
+    budget = ANSWER_S + pause
     try:
-        collector = Collector(source, lambda _item: None)
-        await collector.tick()
-        # a second tick gives CPU rates
-        await asyncio.sleep(min(args.interval or DEFAULT_INTERVAL_S, 1.0))
-        snap = await collector.tick()
+        async with asyncio.timeout(budget):
+            collector = Collector(source, lambda _item: None)
+            await collector.tick()
+            await asyncio.sleep(pause)  # a second tick gives CPU rates
+            snap = await collector.tick()
+    except TimeoutError:
+        raise no_answer_error(redact_uri(uri), budget, "a snapshot") from None
     finally:
-        await source.close()
+        await source.close(wait_s=ONE_SHOT_CLOSE_S)
     json.dump(snapshot_to_dict(snap), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -619,9 +635,12 @@ async def run_vm(args: argparse.Namespace) -> int:
 
     # the store opens first: no action without a place for its audit row
     async with Store(db_url(args.db or default_db_path())) as store:
-        source = SingleConnection(uri, read_only=args.read_only)
+        source = SingleConnection(
+            uri, read_only=args.read_only, open_timeout_s=ANSWER_S, call_timeout_s=ANSWER_S
+        )
+        budget = timeouts.wait_for(action) + ANSWER_S
         try:
-            async with TaskRunner(publish) as runner:
+            async with asyncio.timeout(budget), TaskRunner(publish) as runner:
                 handle = submit_action(
                     runner,
                     source,
@@ -636,8 +655,11 @@ async def run_vm(args: argparse.Namespace) -> int:
                 except ActionNotVerified as err:
                     print(f"virtwatch: {redact_text(err.one_line())}", file=sys.stderr)
                     return EXIT_NOT_VERIFIED
+        except TimeoutError:
+            what = f"{action.cli_name} {args.vm_name}"
+            raise no_answer_error(redact_uri(uri), budget, what) from None
         finally:
-            await source.close()
+            await source.close(wait_s=ONE_SHOT_CLOSE_S)
             await store.write([], rows)
     print(f"{record.message} ({action.cli_name} verified in {record.duration_s:.1f} s)")
     return 0
