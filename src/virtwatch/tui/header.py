@@ -52,8 +52,8 @@ def connection_text(
     in 8s'; `terse` leaves a plain 'connected' at its ●. Connected with stale data is
     'not answering': libvirtd holds the connection open but gives no reply."""
     live = conn is None or conn.state in (ConnectionState.CONNECTED, ConnectionState.DEGRADED)
-    if live and snap is not None and snap.stale:
-        return Text("⚠" if terse else "⚠ not answering", style="bold yellow")
+    if live and snap is not None and snap.stale:  # a problem: its words always stay
+        return Text("⚠ not answering", style="bold yellow")
     if conn is None or (terse and conn.state is ConnectionState.CONNECTED):
         if snap is None and conn is None:
             return Text("…", style="dim")
@@ -100,8 +100,9 @@ def host_line(
     line.append(" · ")
     line.append_text(connection_text(conn, snap, now, terse=terse))
     age = now - snap.taken_at
-    if age >= FRESH_S or "fresh age" not in leave_out:
-        line.append(f" · data {fmt_age(age)}", style="dim" if age < FRESH_S else "bold yellow")
+    if age >= FRESH_S or snap.stale or "fresh age" not in leave_out:
+        old = age >= FRESH_S or snap.stale
+        line.append(f" · data {fmt_age(age)}", style="bold yellow" if old else "dim")
     running = sum(1 for d in snap.domains if d.state is DomainState.RUNNING)
     line.append(f" · VMs {running}/{len(snap.domains)}{'' if terse else ' running'}")
     hs = snap.host_sample
