@@ -28,15 +28,16 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 from tests.conftest import fleet_xml
 
 from virtwatch.core.collector import Collector
-from virtwatch.core.connection import SingleConnection
+from virtwatch.core.connection import Borrowed, SingleConnection
 from virtwatch.core.process import prepare_libvirt
 
+T = TypeVar("T")
 STEADY_FLAGS_ENFORCE = (
     libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
     | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
@@ -63,6 +64,22 @@ class CountingConnection:
         return counted
 
 
+class CountingBorrowed:
+    """A `Borrowed` of the real source whose calls see a CountingConnection."""
+
+    def __init__(self, inner: Borrowed, counts: collections.Counter[str]) -> None:
+        self._inner = inner
+        self._counts = counts
+
+    @property
+    def connection_id(self) -> int:
+        return self._inner.connection_id
+
+    async def call(self, fn: Callable[[Any], T], **kw: Any) -> T:
+        counts = self._counts
+        return await self._inner.call(lambda c: fn(CountingConnection(c, counts)), **kw)
+
+
 class CountingSource:
     def __init__(self, uri: str) -> None:
         self._inner = SingleConnection(uri)
@@ -77,9 +94,9 @@ class CountingSource:
         return False
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
-        async with self._inner.connection() as conn:
-            yield CountingConnection(conn, self.counts)
+    async def connection(self) -> AsyncIterator[Any]:  # Borrowed-like: CountingBorrowed
+        async with self._inner.connection() as b:
+            yield CountingBorrowed(b, self.counts)
 
     async def close(self) -> None:
         await self._inner.close()
@@ -145,17 +162,17 @@ async def timing(uri: str, rounds: int, vms: int) -> dict[str, Any]:
         collector = Collector(source, lambda _x: None)
         await collector.tick()  # learns what the host refuses, caches definitions
         await collector.tick()
-        async with source.connection() as conn:
+        async with source.connection() as b:
             flags = STEADY_FLAGS_ENFORCE  # what the collector passes (the host took both)
             groups = _steady_groups(collector)
 
-            def bare() -> int:
+            def bare(conn: libvirt.virConnect) -> int:
                 # the records die here, as the collector's do at the end of its tick:
                 # returned, they would be freed later, outside the timed call (the ~1,000
                 # virDomainFree calls cost as much as the call itself, in process)
                 return len(conn.getAllDomainStats(groups, flags))
 
-            def floor() -> None:
+            def floor(conn: libvirt.virConnect) -> None:
                 _identify(conn.getAllDomainStats(groups, flags))
 
             bare_s: list[float] = []
@@ -165,18 +182,18 @@ async def timing(uri: str, rounds: int, vms: int) -> dict[str, Any]:
             cpu_tick: list[float] = []
             for _ in range(rounds):
                 c0, t0 = time.process_time(), time.perf_counter()
-                await asyncio.to_thread(bare)
+                await b.call(bare)  # a counted thread per call, as the collector's tick
                 bare_s.append(time.perf_counter() - t0)
                 cpu_bare.append(time.process_time() - c0)
                 t0 = time.perf_counter()
-                await asyncio.to_thread(floor)
+                await b.call(floor)
                 floor_s.append(time.perf_counter() - t0)
                 c0, t0 = time.process_time(), time.perf_counter()
                 await collector.tick()
                 tick_s.append(time.perf_counter() - t0)
                 cpu_tick.append(time.process_time() - c0)
             t0 = time.perf_counter()
-            naive_calls = await asyncio.to_thread(_naive, conn)
+            naive_calls = await b.call(_naive)
             naive_s = time.perf_counter() - t0
     finally:
         await source.close()

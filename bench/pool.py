@@ -4,8 +4,9 @@
 
 1. Overhead: a bare call (`getLibVersion` in a worker thread on an open connection,
    with and without keepalive) vs the same call on a connection borrowed from the pool
-   and returned, and a borrow + return with no call at all. The variants take turns
-   call by call; each round's median call time, then the median over rounds.
+   (`Borrowed.call`: a counted thread of its own) and returned, and a borrow + return
+   with no call at all. The variants take turns call by call; each round's median call
+   time, then the median over rounds.
 2. Throughput: 200 concurrent short calls through a pool of 1 connection vs N, and
    (for reference) 200 calls sharing one bare connection with no pool at all.
    Median over rounds of the wall time; ratios against the 1-connection pool.
@@ -25,11 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
 
-from virtwatch.core.connection import open_connection
 from virtwatch.core.eventloop import LibvirtEventThread
 from virtwatch.core.pool import LibvirtPool, PoolSettings
 
 CONCURRENT = 200
+
+
+async def bare_connection(uri: str) -> libvirt.virConnect:
+    """A connection of our own, outside any pool (for comparison only: nothing else
+    uses it, and it is closed after its last call has returned)."""
+    return await asyncio.to_thread(libvirt.open, uri)
 
 
 async def paired(
@@ -54,8 +60,8 @@ async def wall(fn: Callable[[], Awaitable[object]], n: int) -> float:
 
 
 async def overhead(uri: str, rounds: int, calls: int) -> dict[str, float]:
-    bare_conn = await open_connection(uri)
-    ka_conn = await open_connection(uri)
+    bare_conn = await bare_connection(uri)
+    ka_conn = await bare_connection(uri)
     settings = PoolSettings(min_size=1, max_size=1)
     await asyncio.to_thread(
         ka_conn.setKeepAlive, settings.keepalive_interval_s, settings.keepalive_count
@@ -71,12 +77,12 @@ async def overhead(uri: str, rounds: int, calls: int) -> dict[str, float]:
             return await asyncio.to_thread(ka_conn.getLibVersion)
 
         async def pooled() -> object:
-            async with pool.connection() as conn:
-                return await asyncio.to_thread(conn.getLibVersion)
+            async with pool.connection() as b:
+                return await b.call(lambda conn: conn.getLibVersion())
 
         async def borrow_only() -> object:
-            async with pool.connection() as conn:
-                return conn
+            async with pool.connection() as b:
+                return b.connection_id
 
         variants = {
             "bare": bare,
@@ -99,15 +105,15 @@ async def overhead(uri: str, rounds: int, calls: int) -> dict[str, float]:
 async def throughput(uri: str, rounds: int, wide: int) -> dict[str, float]:
     one = LibvirtPool(uri, settings=PoolSettings(min_size=1, max_size=1))
     many = LibvirtPool(uri, settings=PoolSettings(min_size=wide, max_size=wide))
-    shared: libvirt.virConnect = await open_connection(uri)
+    shared = await bare_connection(uri)
     await one.open()
     await many.open()
     try:
 
         def through(pool: LibvirtPool) -> Callable[[], Awaitable[object]]:
             async def call() -> object:
-                async with pool.connection() as conn:
-                    return await asyncio.to_thread(conn.getLibVersion)
+                async with pool.connection() as b:
+                    return await b.call(lambda conn: conn.getLibVersion())
 
             return call
 

@@ -3,7 +3,6 @@ refusals (missing VM, already there, read-only) clear and final."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,9 +33,8 @@ async def source(make_fleet: FleetFactory) -> AsyncIterator[SingleConnection]:
 
 
 async def state_of(source: SingleConnection, name: str) -> DomainState:
-    async with source.connection() as conn:
-        dom = await asyncio.to_thread(conn.lookupByName, name)
-        state, _reason = await asyncio.to_thread(dom.state)
+    async with source.connection() as b:
+        state, _reason = await b.call(lambda conn: conn.lookupByName(name).state())
     return DomainState(state)
 
 

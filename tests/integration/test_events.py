@@ -4,6 +4,7 @@ reconnect, and no callback left registered once the stream is closed."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import FleetFactory
 from virtwatch.core.collector import Collector
-from virtwatch.core.connection import SingleConnection
+from virtwatch.core.connection import Borrowed, SingleConnection
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.events import DomainEventStream, StreamState
 from virtwatch.core.hub import Hub, Subscription
@@ -38,9 +39,26 @@ async def until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-async def call(conn: libvirt.virConnect, name: str, method: str) -> None:
-    dom = await asyncio.to_thread(conn.lookupByName, name)
-    await asyncio.to_thread(getattr(dom, method))
+async def call(b: Borrowed, name: str, method: str) -> None:
+    await b.call(lambda conn: getattr(conn.lookupByName(name), method)())
+
+
+async def outlive_deadline(b: Borrowed, release: threading.Event) -> None:
+    """A call on `b` that outlives its deadline, as one to a daemon that stopped answering
+    would: the source gives the connection up (suspect, never lent again) and opens a new
+    one on the next borrow. The old connection is closed once the call has returned
+    (`release.set()`), with the stream's callbacks still registered on it: nothing is
+    closed under a thread inside a call, which a close of our own could not promise (the
+    stream's checks borrow the same connection)."""
+
+    def stuck(conn: libvirt.virConnect) -> int:
+        release.wait(WAIT_S)
+        return int(conn.getLibVersion())
+
+    with pytest.raises(AppError, match=r"did not answer within 0\.05 s") as info:
+        await b.call(stuck, timeout_s=0.05, what="a call that hangs")
+    assert info.value.transient
+    assert b.suspect
 
 
 @pytest.fixture
@@ -59,10 +77,10 @@ async def test_lifecycle_events_arrive_decoded_and_force_a_tick(
     sub = hub.subscribe(DomainEvent)
     forced: list[DomainEvent] = []
     async with DomainEventStream(source, hub.publish, host="lab", on_event=forced.append):
-        async with source.connection() as conn:
-            dom = await asyncio.to_thread(conn.lookupByName, "vm-0001")
+        async with source.connection() as b:
+            uuid = await b.call(lambda conn: conn.lookupByName("vm-0001").UUIDString())
             for method in ("suspend", "resume", "destroy", "create"):
-                await asyncio.to_thread(getattr(dom, method))
+                await call(b, "vm-0001", method)
         events = [await next_event(sub) for _ in range(4)]
     assert [e.summary for e in events] == [
         "suspended: by admin",
@@ -74,7 +92,7 @@ async def test_lifecycle_events_arrive_decoded_and_force_a_tick(
         assert e.kind is EventKind.LIFECYCLE
         assert e.host == "lab"
         assert e.vm_name == "vm-0001"
-        assert e.vm_uuid == dom.UUIDString()
+        assert e.vm_uuid == uuid
     assert [e.detail["name"] for e in events] == ["suspended", "resumed", "stopped", "started"]
     assert events[2].detail == {"event": "5", "detail": "1", "name": "stopped"}
     assert forced == events  # each event asks for an immediate collector tick
@@ -83,9 +101,9 @@ async def test_lifecycle_events_arrive_decoded_and_force_a_tick(
 async def test_the_test_driver_emits_no_reboot_event(source: SingleConnection) -> None:
     hub = Hub()
     sub = hub.subscribe(DomainEvent)
-    async with DomainEventStream(source, hub.publish, host="lab"), source.connection() as conn:
-        await call(conn, "vm-0000", "reboot")
-        await call(conn, "vm-0000", "suspend")  # events keep their order: this one is next
+    async with DomainEventStream(source, hub.publish, host="lab"), source.connection() as b:
+        await call(b, "vm-0000", "reboot")
+        await call(b, "vm-0000", "suspend")  # events keep their order: this one is next
         first = await next_event(sub)
     assert first.summary == "suspended: by admin"
 
@@ -93,15 +111,15 @@ async def test_the_test_driver_emits_no_reboot_event(source: SingleConnection) -
 async def test_metadata_change_is_an_event(source: SingleConnection) -> None:
     hub = Hub()
     sub = hub.subscribe(DomainEvent)
-    async with DomainEventStream(source, hub.publish, host="lab"), source.connection() as conn:
-        dom = await asyncio.to_thread(conn.lookupByName, "vm-0002")
-        await asyncio.to_thread(
-            dom.setMetadata,
-            libvirt.VIR_DOMAIN_METADATA_TITLE,
-            "web front end",
-            None,
-            None,
-            libvirt.VIR_DOMAIN_AFFECT_LIVE,
+    async with DomainEventStream(source, hub.publish, host="lab"), source.connection() as b:
+        await b.call(
+            lambda conn: conn.lookupByName("vm-0002").setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_TITLE,
+                "web front end",
+                None,
+                None,
+                libvirt.VIR_DOMAIN_AFFECT_LIVE,
+            )
         )
         event = await next_event(sub)
     assert event.kind is EventKind.METADATA_CHANGE
@@ -117,12 +135,13 @@ async def test_closing_leaves_no_callback_registered(source: SingleConnection) -
     assert (
         stream.registered == 8
     )  # lifecycle, reboot, I/O error, watchdog, agent, 2x device, metadata
-    async with source.connection() as conn:
-        assert len(conn.domainEventCallbackID) == stream.registered
+    async with source.connection() as b:
+        assert await b.call(lambda conn: len(conn.domainEventCallbackID)) == stream.registered
         await stream.aclose()
         assert stream.state is StreamState.CLOSED
         assert stream.registered == 0
-        assert conn.domainEventCallbackID == {}  # libvirt-python's own registry
+        # libvirt-python's own registry
+        assert await b.call(lambda conn: dict(conn.domainEventCallbackID)) == {}
         # a probe registered after the stream sees the next event; the stream must not
         loop = asyncio.get_running_loop()
         probe: asyncio.Future[str] = loop.create_future()
@@ -130,20 +149,18 @@ async def test_closing_leaves_no_callback_registered(source: SingleConnection) -
         def on_lifecycle(_c: object, dom: libvirt.virDomain, *_rest: object) -> None:
             loop.call_soon_threadsafe(probe.set_result, dom.name())
 
-        cid = await asyncio.to_thread(
-            conn.domainEventRegisterAny,
-            None,
-            libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-            on_lifecycle,
-            None,
+        cid = await b.call(
+            lambda conn: conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_lifecycle, None
+            )
         )
         try:
-            await call(conn, "vm-0000", "suspend")
+            await call(b, "vm-0000", "suspend")
             async with asyncio.timeout(WAIT_S):
                 assert await probe == "vm-0000"
             await asyncio.sleep(0)  # anything the stream had queued would now be delivered
         finally:
-            await asyncio.to_thread(conn.domainEventDeregisterAny, cid)
+            await b.call(lambda conn: conn.domainEventDeregisterAny(cid))
     assert sub.pending() == 0
     assert stream.stats.received == 0
     await stream.aclose()  # closing twice is harmless
@@ -154,13 +171,18 @@ async def test_callbacks_come_back_after_the_connection_is_replaced(
 ) -> None:
     hub = Hub()
     sub = hub.subscribe(DomainEvent)
+    release = threading.Event()
     async with DomainEventStream(source, hub.publish, host="lab", check_interval_s=0.05) as s:
-        async with source.connection() as first:
-            await asyncio.to_thread(first.close)  # the connection object dies under us
+        try:
+            async with source.connection() as first:
+                await outlive_deadline(first, release)  # the connection is given up
+        finally:
+            release.set()  # its call returns: the old connection closes behind it
         await until(lambda: s.stats.registrations == 2)  # the watch noticed and reopened
         async with source.connection() as second:
-            assert second is not first
-            assert len(second.domainEventCallbackID) == s.registered == 8
+            assert second.connection_id != first.connection_id
+            registered = await second.call(lambda conn: len(conn.domainEventCallbackID))
+            assert registered == s.registered == 8
             await call(second, "vm-0001", "suspend")
             event = await next_event(sub)
     assert event.summary == "suspended: by admin"
@@ -177,8 +199,8 @@ async def test_a_source_already_open_gets_callbacks_on_its_connection(
     sub = hub.subscribe(DomainEvent)
     async with DomainEventStream(source, hub.publish, host="lab") as stream:
         assert stream.registered == 8
-        async with source.connection() as conn:
-            await call(conn, "vm-0002", "suspend")
+        async with source.connection() as b:
+            await call(b, "vm-0002", "suspend")
         assert (await next_event(sub)).vm_name == "vm-0002"
 
 
@@ -222,8 +244,8 @@ async def test_an_event_makes_the_collector_tick_now(source: SingleConnection) -
         async with DomainEventStream(
             source, hub.publish, host="lab", on_event=lambda _e: collector.force_tick()
         ):
-            async with source.connection() as conn:
-                await call(conn, "vm-0000", "suspend")
+            async with source.connection() as b:
+                await call(b, "vm-0000", "suspend")
             async with asyncio.timeout(WAIT_S):  # an hour before the next scheduled tick
                 second = await snaps.get()
     finally:
@@ -243,11 +265,14 @@ async def test_a_pools_dedicated_connection_carries_events_and_closes_clean(
         events_source = pool.dedicated("events")
         stream = DomainEventStream(events_source, hub.publish, host="lab")
         await stream.open()
-        async with events_source.connection() as conn:
-            await call(conn, "vm-0001", "suspend")
+        async with events_source.connection() as b:
+            await call(b, "vm-0001", "suspend")
             assert (await next_event(sub)).summary == "suspended: by admin"
-            assert len(conn.domainEventCallbackID) == stream.registered == 8
+            # libvirt-python's own registry of this connection: the dict itself, not a
+            # copy, to look at again after the close (the borrow is over by then)
+            registry: dict[int, object] = await b.call(lambda conn: conn.domainEventCallbackID)
+            assert len(registry) == stream.registered == 8
         await events_source.close()  # the pool closes it on purpose: its close listener
         assert stream.registered == 0  # deregistered everything before the close
-        assert conn.domainEventCallbackID == {}
+        assert registry == {}
         await stream.aclose()

@@ -37,8 +37,8 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, cls: Any, name: str) -> list[in
 
 
 async def uuids_of(source: SingleConnection, names: list[str]) -> list[str]:
-    async with source.connection() as conn:
-        return [conn.lookupByName(n).UUIDString() for n in names]
+    async with source.connection() as b:
+        return await b.call(lambda conn: [conn.lookupByName(n).UUIDString() for n in names])
 
 
 async def test_twenty_detail_loads_in_one_tick_are_one_listing(
@@ -94,16 +94,15 @@ async def test_a_metadata_event_clears_that_vm_and_the_next_load_sees_the_change
             clear_details_on_events(hub.subscribe(DomainEvent), {"hv": loader})
         )
         before_a, before_b = await loader.load_many([a, b])
-        async with source.connection() as conn:
+
+        def tag(conn: libvirt.virConnect) -> None:
             for name in ("vm-0000", "vm-0001"):
-                await asyncio.to_thread(
-                    conn.lookupByName(name).setMetadata,
-                    libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                    "<tags>web, prod</tags>",
-                    "vw",
-                    TAGS_NS,
-                    0,
+                conn.lookupByName(name).setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, "<tags>web, prod</tags>", "vw", TAGS_NS, 0
                 )
+
+        async with source.connection() as borrowed:
+            await borrowed.call(tag)
         stale_a = await loader.load(a)  # no event yet: the cache still holds the old one
         hub.publish(DomainEvent("hv", a, "vm-0000", EventKind.METADATA_CHANGE, "metadata", 1.0))
         await asyncio.sleep(0.01)

@@ -19,7 +19,7 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.connection import Credentials, SourceState
+from virtwatch.core.connection import Borrowed, Credentials, SingleConnection, SourceState
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.pool import LibvirtPool, PoolSettings, PoolStats
@@ -45,8 +45,8 @@ def settings(**kw: float) -> PoolSettings:
     return PoolSettings(**kw)  # type: ignore[arg-type]
 
 
-async def lib_version(conn: libvirt.virConnect) -> int:
-    return int(await asyncio.to_thread(conn.getLibVersion))
+async def lib_version(b: Borrowed) -> int:
+    return int(await b.call(lambda conn: conn.getLibVersion()))
 
 
 # --- scenarios shared with the libvirtd tests ---------------------------------------------
@@ -62,11 +62,11 @@ async def scenario_many_borrowers(uri: str) -> None:
 
         async def borrower() -> int:
             nonlocal lent, peak
-            async with pool.connection() as conn:
+            async with pool.connection() as b:
                 lent += 1
                 peak = max(peak, lent)
                 try:
-                    version = await lib_version(conn)
+                    version = await lib_version(b)
                     await asyncio.sleep(0)
                 finally:
                     lent -= 1
@@ -95,9 +95,9 @@ async def scenario_fifo(uri: str) -> None:
         order: list[int] = []
 
         async def waiter(i: int) -> None:
-            async with pool.connection() as conn:
+            async with pool.connection() as b:
                 order.append(i)
-                await lib_version(conn)
+                await lib_version(b)
 
         tasks = []
         for i in range(10):
@@ -132,7 +132,7 @@ async def scenario_acquire_timeout(uri: str) -> None:
         assert stats.waiters == 0
         pool.release(a)
         c = await pool.acquire(timeout_s=5)
-        assert c is a
+        assert c.connection_id == a.connection_id  # the one just returned, lent again
         pool.release(b)
         pool.release(c)
         assert pool.stats().idle == 2
@@ -169,30 +169,39 @@ async def scenario_cancel_mid_acquire(uri: str) -> None:
                 await opening
             assert wide.stats().opening == 0
             assert wide.stats().in_use == 0
-            async with wide.connection() as conn:  # the freed slot is usable
-                assert await lib_version(conn) > 0
+            async with wide.connection() as b:  # the freed slot is usable
+                assert await lib_version(b) > 0
         # the connection handed over in 2. is whole and lendable
-        async with pool.connection(timeout_s=5) as conn:
-            assert await lib_version(conn) > 0
+        async with pool.connection(timeout_s=5) as b:
+            assert b.connection_id == held.connection_id
+            assert await lib_version(b) > 0
         with pytest.raises(AppError, match="released twice"):
             pool.release(held)
 
 
 async def scenario_cancel_mid_use(uri: str) -> None:
-    """A borrower cancelled in the middle of a libvirt call returns its connection; the
-    pool probes it before lending it again, and it is not returned twice."""
+    """A borrower cancelled in the middle of a libvirt call returns its connection, which
+    is suspect from then on (its thread is still inside libvirt): never lent again, not
+    returned twice, replaced by a new one, and closed only after the abandoned call has
+    left libvirt."""
     gate = threading.Event()
     started = threading.Event()
+    finished: list[int] = []
     async with LibvirtPool(uri, settings=settings(min_size=1, max_size=1)) as pool:
 
         def slow_call(conn: libvirt.virConnect) -> int:
             started.set()
             gate.wait(10)
-            return int(conn.getLibVersion())
+            version = int(conn.getLibVersion())  # the connection must still be open here
+            finished.append(version)
+            return version
+
+        lent: list[Borrowed] = []
 
         async def borrower() -> None:
-            async with pool.connection() as conn:
-                await asyncio.to_thread(slow_call, conn)
+            async with pool.connection() as b:
+                lent.append(b)
+                await b.call(slow_call)
 
         task = asyncio.create_task(borrower())
         await asyncio.to_thread(started.wait, 10)
@@ -200,13 +209,27 @@ async def scenario_cancel_mid_use(uri: str) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        (abandoned,) = lent
+        assert abandoned.suspect
+        stats = pool.stats()  # given back, and out of the pool at once (a new one opens)
+        assert (stats.in_use, stats.destroyed, stats.failures) == (0, 1, 0)
+        with pytest.raises(AppError, match="released twice"):
+            pool.release(abandoned)
+        # the next borrower gets a new connection, never the suspect one; the suspect one
+        # stays open meanwhile: a thread is still inside a call on it
+        async with pool.connection(timeout_s=5) as b:
+            assert b.connection_id != abandoned.connection_id
+            assert not b.suspect
+            assert await lib_version(b) > 0
+        assert not _is_closed(abandoned)
+        assert not finished
+        gate.set()  # the abandoned call finishes on a connection that is still open ...
+        await eventually(lambda: _is_closed(abandoned), "closed once its call left libvirt")
+        assert len(finished) == 1
+        assert finished[0] > 0  # ... and only then is it closed
         stats = pool.stats()
+        assert (stats.failures, stats.created, stats.destroyed) == (0, 2, 1)
         assert (stats.in_use, stats.idle, stats.size) == (0, 1, 1)
-        gate.set()  # the abandoned call finishes on a connection that is still open
-        async with pool.connection(timeout_s=5) as conn:  # probed first, then lent
-            assert await lib_version(conn) > 0
-        assert pool.stats().failures == 0
-        assert pool.stats().created == 1
 
 
 # --- the same scenarios on the test driver -------------------------------------------------
@@ -240,16 +263,18 @@ async def test_states_and_clear_errors_on_misuse(make_fleet: FleetFactory) -> No
     assert pool.state is SourceState.OPEN
     with pytest.raises(AppError, match="already open"):
         await pool.open()
-    conn = await pool.acquire()
-    pool.release(conn)
+    borrowed = await pool.acquire()
+    pool.release(borrowed)
     with pytest.raises(AppError, match="released twice"):
-        pool.release(conn)
-    stranger = await asyncio.to_thread(libvirt.open, "test:///default")
+        pool.release(borrowed)
+    outside = SingleConnection("test:///default")  # a connection from another source
     try:
-        with pytest.raises(AppError, match="did not lend"):
-            pool.release(stranger)
+        async with outside.connection() as stranger:
+            with pytest.raises(AppError, match="did not lend"):
+                pool.release(stranger)
+            assert await lib_version(stranger) > 0  # refused, and left alone
     finally:
-        await asyncio.to_thread(stranger.close)
+        await outside.close()
     await pool.close()
     assert pool.stats().state is SourceState.CLOSED
     with pytest.raises(AppError, match="is closed"):
@@ -269,15 +294,15 @@ async def test_open_fills_min_size_and_counts_dedicated_connections(
     assert pool.dedicated("collector") is collector
     async with pool:
         assert pool.stats().idle == 2  # min 3 minus the dedicated one
-        async with collector.connection() as conn:
-            assert await lib_version(conn) > 0
+        async with collector.connection() as b:
+            assert await lib_version(b) > 0
         stats = pool.stats()
         assert (stats.size, stats.dedicated, stats.dedicated_open, stats.idle) == (3, 1, 1, 2)
         a, b, c = [await pool.acquire() for _ in range(3)]  # 4 - 1 dedicated = 3 shared
         with pytest.raises(AppError, match="4/4 open"):
             await pool.acquire(timeout_s=0.1)
-        for conn in (a, b, c):
-            pool.release(conn)
+        for borrowed in (a, b, c):
+            pool.release(borrowed)
         for i in range(2):  # max 4: up to 3 dedicated, one stays shared
             pool.dedicated(f"extra-{i}")
         with pytest.raises(AppError, match="one must stay shared"):
@@ -310,24 +335,33 @@ async def test_close_drains_then_terminates_abandoning_a_stuck_borrower(
     assert pool.stats().destroyed == 1  # the idle one
     assert pool.state is SourceState.CLOSED
     # never closed under a borrower (libvirt would free it mid-call): still usable ...
+    assert not _is_closed(stuck)
     assert await lib_version(stuck) > 0
     pool.release(stuck)  # ... and closed when it comes back
     await eventually(lambda: _is_closed(stuck), "the abandoned connection closed")
     assert pool.stats().destroyed == 2
 
 
-async def _fail_dead(
-    borrowed: contextlib.AbstractAsyncContextManager[libvirt.virConnect],
-) -> libvirt.virConnect:
+def _break(conn: libvirt.virConnect) -> None:
+    """In a call: close the connection under the pool's feet, so that every later call
+    on it fails with libvirt's own "invalid connection" (the test driver has no daemon
+    that could drop it). Safe only on a connection no other thread is inside a call on:
+    a borrowed shared or dedicated connection, in these tests (the pool probes only idle
+    ones). libvirt-python forgets its handle on close, so the pool's own teardown later
+    is refused by libvirt (an error it ignores), never a second close."""
+    conn.close()
+
+
+async def _fail_dead(borrowing: contextlib.AbstractAsyncContextManager[Borrowed]) -> Borrowed:
     """Borrow, break the connection underneath, and let the failing call end the block
-    (the source sees the error). Returns the broken connection."""
-    used: list[libvirt.virConnect] = []
+    (the source sees the error). Returns the handle of the broken connection."""
+    used: list[Borrowed] = []
 
     async def use() -> None:
-        async with borrowed as conn:
-            used.append(conn)
-            await asyncio.to_thread(conn.close)
-            await lib_version(conn)
+        async with borrowing as b:
+            used.append(b)
+            await b.call(_break)
+            await lib_version(b)
 
     with pytest.raises(libvirt.libvirtError) as info:
         await use()
@@ -335,12 +369,12 @@ async def _fail_dead(
     return used[0]
 
 
-def _is_closed(conn: libvirt.virConnect) -> bool:
-    try:
-        conn.isAlive()
-    except libvirt.libvirtError as err:
-        return bool(err.get_error_code() == libvirt.VIR_ERR_INVALID_CONN)
-    return False
+def _is_closed(b: Borrowed) -> bool:
+    """The connection behind `b` has really been closed: libvirt-python drops its handle
+    once virConnectClose returned (read without calling into libvirt, which could race
+    the close)."""
+    conn = b._guard.conn
+    return conn is not None and conn._o is None
 
 
 # --- health ------------------------------------------------------------------------------------
@@ -353,12 +387,12 @@ async def test_a_connection_that_fails_dead_is_replaced(make_fleet: FleetFactory
         make_fleet(2), settings=settings(min_size=2, max_size=2), publish=hub.publish
     )
     async with pool:
-        conn = await _fail_dead(pool.connection())  # as if libvirtd dropped it mid-call
+        broken = await _fail_dead(pool.connection())  # as if libvirtd dropped it mid-call
         await eventually(lambda: pool.stats().idle == 2 and pool.stats().created == 3, "replaced")
         stats = pool.stats()
         assert (stats.destroyed, stats.failures) == (1, 1)
         async with pool.connection() as fresh:
-            assert fresh is not conn
+            assert fresh.connection_id != broken.connection_id
             assert await lib_version(fresh) > 0
         seen = [states.get_nowait() for _ in range(states.pending())]
         kinds = [s.state for s in seen if s is not None]
@@ -372,12 +406,13 @@ async def test_an_idle_connection_is_probed_before_it_is_lent(make_fleet: FleetF
         make_fleet(2), settings=settings(min_size=1, max_size=1, check_after_idle_s=0.05)
     )
     async with pool:
-        conn = await pool.acquire()
-        await asyncio.to_thread(conn.close)  # broken, but returned as if healthy
-        pool.release(conn)
+        broken = await pool.acquire()
+        await broken.call(_break)  # broken, but returned as if healthy (no call failed)
+        pool.release(broken)
+        assert pool.stats().failures == 0
         await asyncio.sleep(0.1)  # idle long enough to be probed on the next borrow
         async with pool.connection() as fresh:
-            assert fresh is not conn
+            assert fresh.connection_id != broken.connection_id
             assert await lib_version(fresh) > 0
         assert pool.stats().failures == 1
 
@@ -387,9 +422,12 @@ async def test_idle_connections_are_probed_periodically(make_fleet: FleetFactory
         make_fleet(2), settings=settings(min_size=1, max_size=1, health_interval_s=0.1)
     )
     async with pool:
-        conn = await pool.acquire()
-        pool.release(conn)
-        await asyncio.to_thread(conn.close)  # dies while idle; nobody borrows it
+        broken = await pool.acquire()
+        # dies (no call fails on it, so the pool cannot know) and goes back idle, where
+        # nobody borrows it: only the periodic probe can find out
+        await broken.call(_break)
+        pool.release(broken)
+        assert pool.stats().failures == 0
         await eventually(lambda: pool.stats().failures == 1, "the probe found it dead")
         await eventually(lambda: pool.stats().idle == 1 and pool.stats().created == 2, "replaced")
 
@@ -397,9 +435,9 @@ async def test_idle_connections_are_probed_periodically(make_fleet: FleetFactory
 async def test_idle_connections_above_min_are_closed(make_fleet: FleetFactory) -> None:
     pool = LibvirtPool(make_fleet(2), settings=settings(min_size=1, max_size=4, idle_timeout_s=0.2))
     async with pool:
-        conns = [await pool.acquire() for _ in range(4)]
-        for conn in conns:
-            pool.release(conn)
+        lent = [await pool.acquire() for _ in range(4)]
+        for borrowed in lent:
+            pool.release(borrowed)
         assert pool.stats().idle == 4
         await eventually(lambda: pool.stats().idle == 1, "reaped down to min_size")
         assert pool.stats().destroyed == 3
@@ -479,8 +517,8 @@ async def test_a_bad_password_is_down_not_a_retry_storm_and_never_printed(
     right = Credentials("admin", SECRET)
     host = HostConfig(uri, name="auth", credentials=right, interval_s=0.05)
     async with Runtime([host], hub=hub) as rt:
-        async with rt.pools["auth"].connection() as conn:
-            names = [d.name() for d in await asyncio.to_thread(conn.listAllDomains)]
+        async with rt.pools["auth"].connection() as b:
+            names = await b.call(lambda conn: [d.name() for d in conn.listAllDomains()])
         assert names == ["vm"]
         seen.append(ErrorReport.of(info.value, host="auth"))
         seen.append(repr(rt.pools["auth"]))
@@ -506,8 +544,8 @@ async def test_a_fleet_file_that_appears_later_is_picked_up(tmp_path: Path) -> N
             "<os><type>hvm</type></os></domain></node>"
         )
         await eventually(lambda: pool.connection_state is ConnectionState.CONNECTED, "connected")
-        async with pool.connection() as conn:
-            assert await lib_version(conn) > 0
+        async with pool.connection() as b:
+            assert await lib_version(b) > 0
     seen = [states.get_nowait() for _ in range(states.pending())]
     kinds = [s.state for s in seen if s is not None]
     assert kinds[:2] == [ConnectionState.CONNECTING, ConnectionState.DOWN]
@@ -516,10 +554,10 @@ async def test_a_fleet_file_that_appears_later_is_picked_up(tmp_path: Path) -> N
 
 async def test_read_only_pools_read_but_cannot_write(make_fleet: FleetFactory) -> None:
     async with LibvirtPool(make_fleet(2, states=(1,)), read_only=True) as pool:
-        async with pool.connection() as conn:
-            dom = (await asyncio.to_thread(conn.listAllDomains))[0]
+        async with pool.connection() as b:
+            assert await b.call(lambda conn: len(conn.listAllDomains())) == 2  # reads
             with pytest.raises(libvirt.libvirtError) as info:
-                await asyncio.to_thread(dom.suspend)
+                await b.call(lambda conn: conn.listAllDomains()[0].suspend())
         assert info.value.get_error_code() == libvirt.VIR_ERR_OPERATION_DENIED
         assert pool.stats().failures == 0  # a denied write is not a dead connection
 
@@ -539,12 +577,12 @@ async def test_a_dedicated_connection_reopens_and_reruns_its_listeners(
             pass
     async with pool:
         async with source.connection() as first, pool.connection() as shared:
-            assert shared is not first  # never lent to anyone else
+            assert shared.connection_id != first.connection_id  # never lent to anyone else
         assert len(opened) == 1
-        assert await _fail_dead(source.connection()) is first
+        assert (await _fail_dead(source.connection())).connection_id == first.connection_id
         await eventually(lambda: len(opened) == 2, "reopened in the background")
         async with source.connection() as second:
-            assert second is not first
+            assert second.connection_id != first.connection_id
             assert await lib_version(second) > 0
         assert source.opens == 2
     assert source.state is SourceState.CLOSED
@@ -589,10 +627,10 @@ async def test_stats_are_published_on_change_and_add_up(make_fleet: FleetFactory
         make_fleet(2), settings=settings(min_size=1, max_size=3), publish=hub.publish
     )
     async with pool:
-        conns = [await pool.acquire() for _ in range(3)]
+        lent = [await pool.acquire() for _ in range(3)]
         await eventually(lambda: (s := newest()) is not None and s.in_use == 3, "3 lent")
-        for conn in conns:
-            pool.release(conn)
+        for borrowed in lent:
+            pool.release(borrowed)
         await eventually(lambda: (s := newest()) is not None and s.idle == 3, "3 idle")
         shown = newest()
         assert shown is not None
@@ -621,8 +659,9 @@ async def test_the_runtime_opens_a_pool_per_host_and_leaves_no_task(
             assert source.live
         assert {len(c.last.domains) for c in rt.collectors if c.last} == {3, 4}
         # actions borrow shared connections, never the collector's
-        async with rt.pools["a"].connection() as conn:
-            assert conn is not rt.pools["a"].dedicated("collector")._entry.conn  # type: ignore[union-attr]
+        collector = rt.pools["a"].dedicated("collector")
+        async with collector.connection() as mine, rt.pools["a"].connection() as b:
+            assert b.connection_id != mine.connection_id
         assert len(asyncio.all_tasks()) > len(before)
     assert asyncio.all_tasks() == before
     assert all(p.state is SourceState.CLOSED for p in rt.pools.values())

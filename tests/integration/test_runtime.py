@@ -31,16 +31,15 @@ async def test_an_event_forces_a_tick_long_before_the_interval() -> None:
         await asyncio.sleep(0.2)  # let the post-open tick pass
         while snaps.get_nowait() is not None:
             pass
-        async with rt.pools["lab"].connection() as conn:
-            dom = conn.lookupByName("test")
-            await asyncio.to_thread(dom.suspend)
+        async with rt.pools["lab"].connection() as b:
+            await b.call(lambda conn: conn.lookupByName("test").suspend())
             try:
                 event = await asyncio.wait_for(events.get(), 10)
                 assert (event.vm_name, event.host) == ("test", "lab")
                 forced = await asyncio.wait_for(snaps.get(), 10)  # an hour early
                 assert {d.name: d.state for d in forced.domains}["test"] is DomainState.PAUSED
             finally:
-                await asyncio.to_thread(dom.resume)
+                await b.call(lambda conn: conn.lookupByName("test").resume())
 
 
 async def test_errors_from_parts_become_one_incident(make_fleet: FleetFactory) -> None:

@@ -115,9 +115,8 @@ async def test_start_pause_resume_force_off_are_verified(
     assert audits(published) == [started, paused, resumed, off]
     assert {r.vm_uuid for r in audits(published)} != {""}
     assert all(r.user == "alice" and r.client == "198.51.100.4" for r in audits(published))
-    async with source.connection() as conn:
-        dom = await asyncio.to_thread(conn.lookupByName, name)
-        assert await asyncio.to_thread(state_of, dom) is DomainState.SHUTOFF
+    async with source.connection() as b:
+        assert await b.call(lambda conn: state_of(conn.lookupByName(name))) is DomainState.SHUTOFF
 
 
 async def test_force_off_of_a_transient_vm_verifies_it_is_gone(

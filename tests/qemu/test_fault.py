@@ -176,11 +176,11 @@ async def test_libvirtd_killed_and_restarted_while_a_runtime_collects(
             assert after.host == "local"
             assert rt.sources[0].live
             assert rt.sources[0].opens == 2
-            async with pool.connection() as conn:  # shared connections are back too
-                dom = await asyncio.to_thread(conn.lookupByName, name)
-                assert (await asyncio.to_thread(dom.state))[0] == libvirt.VIR_DOMAIN_RUNNING
+            async with pool.connection() as b:  # shared connections are back too
+                state, _reason = await b.call(lambda conn: conn.lookupByName(name).state())
+                assert state == libvirt.VIR_DOMAIN_RUNNING
                 # events resume: the callbacks were registered again on the new connection
-                await asyncio.to_thread(dom.suspend)
+                await b.call(lambda conn: conn.lookupByName(name).suspend())
                 paused = await next_matching(
                     events,
                     lambda e: e.vm_name == name and e.at >= back_at,

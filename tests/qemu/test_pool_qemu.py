@@ -52,26 +52,24 @@ async def test_borrowers_drive_real_vms_while_the_collector_keeps_its_own_connec
     collector = pool.dedicated("collector")
     async with pool:
         async with collector.connection() as mine:
-            dedicated_conn = mine
+            dedicated = mine  # kept: its connection_id stays this connection's
         lent: set[int] = set()
 
         async def act(name: str) -> int:
-            async with pool.connection() as conn:
-                lent.add(id(conn))
-                dom = await asyncio.to_thread(conn.lookupByName, name)
-                state, _reason = await asyncio.to_thread(dom.state)
+            async with pool.connection() as b:
+                lent.add(b.connection_id)
+                state, _reason = await b.call(lambda conn: conn.lookupByName(name).state())
                 return int(state)
 
         async def poll() -> int:
-            async with collector.connection() as conn:
-                stats = await asyncio.to_thread(conn.getAllDomainStats, 1, 0)
-                return len(stats)
+            async with collector.connection() as b:
+                return await b.call(lambda conn: len(conn.getAllDomainStats(1, 0)))
 
         results = await asyncio.gather(
             *(act(names[i % 2]) for i in range(60)), *(poll() for _ in range(20))
         )
         assert all(r >= 1 for r in results)
-        assert id(dedicated_conn) not in lent
+        assert dedicated.connection_id not in lent
         assert len(lent) <= 3  # max 4, one of them dedicated
         stats = pool.stats()
         assert (stats.failures, stats.timeouts, stats.in_use) == (0, 0, 0)

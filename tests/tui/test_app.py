@@ -3,7 +3,6 @@ asserts what the screen shows and what the core received."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import tomllib
 from pathlib import Path
@@ -815,8 +814,8 @@ async def test_live_table_from_a_real_runtime(make_fleet: FleetFactory) -> None:
                 if table.row_count == 6:
                     break
             assert table.row_count == 6
-            async with rt.sources[0].connection() as conn:
-                await asyncio.to_thread(conn.lookupByName("vm-0002").suspend)
+            async with rt.sources[0].connection() as b:
+                await b.call(lambda conn: conn.lookupByName("vm-0002").suspend())
             rt.collectors[0].force_tick()
             rows: dict[str, tuple[str, ...]] = {}
             for _ in range(100):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import libvirt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -266,18 +267,16 @@ async def test_the_watcher_publishes_a_change_after_a_redefine(make_fleet: Fleet
     try:
         assert await watcher.scan() == []  # first sight is the baseline
         assert len(watcher.known) == 3
-        async with source.connection() as conn:
-            await asyncio.to_thread(conn.defineXML, _test_domain("extra"))
+        async with source.connection() as b:
+            await b.call(lambda conn: conn.defineXML(_test_domain("extra")).UUIDString())
             assert await watcher.scan() == []  # a new VM is not drift
-            await asyncio.to_thread(
-                conn.defineXML,
-                _test_domain(
-                    "extra",
-                    memory_mib=512,
-                    vcpus=2,
-                    extra="<watchdog model='i6300esb' action='reset'/>",
-                ),
+            bigger = _test_domain(
+                "extra",
+                memory_mib=512,
+                vcpus=2,
+                extra="<watchdog model='i6300esb' action='reset'/>",
             )
+            await b.call(lambda conn: conn.defineXML(bigger).UUIDString())
         clock[0] = 2000.0
         (event,) = await watcher.scan()
         assert event.kind is EventKind.CONFIG_CHANGE
@@ -289,8 +288,8 @@ async def test_the_watcher_publishes_a_change_after_a_redefine(make_fleet: Fleet
         assert event.detail["previous_fingerprint"] != event.detail["fingerprint"]
         assert seen.get_nowait() == event
         assert await watcher.scan() == []  # nothing new since
-        async with source.connection() as conn:
-            await asyncio.to_thread(conn.lookupByName("extra").undefine)
+        async with source.connection() as b:
+            await b.call(lambda conn: conn.lookupByName("extra").undefine())
         await watcher.scan()
         assert len(watcher.known) == 3  # forgotten once gone
     finally:
@@ -310,12 +309,15 @@ async def test_the_watcher_rescans_a_vm_after_its_define_event(make_fleet: Fleet
             if watcher.scans:
                 break
             await asyncio.sleep(0.02)
-        async with source.connection() as conn:
-            dom = await asyncio.to_thread(conn.lookupByName, "vm-0000")
-            xml = await asyncio.to_thread(dom.XMLDesc, 0)
+
+        def read(conn: libvirt.virConnect) -> tuple[str, str]:
+            dom = conn.lookupByName("vm-0000")
+            return dom.UUIDString(), dom.XMLDesc(0)
+
+        async with source.connection() as b:
+            vm_uuid, xml = await b.call(read)
             new = xml.replace("</name>", "</name><description>retired</description>", 1)
-            await asyncio.to_thread(conn.defineXML, new)
-            vm_uuid = dom.UUIDString()
+            await b.call(lambda conn: conn.defineXML(new).UUIDString())
         # what events.py would publish for the redefine
         hub.publish(
             DomainEvent(
