@@ -385,11 +385,13 @@ class Collector:
 
     async def _watched_tick(self) -> None:
         tick = asyncio.ensure_future(self._tick())
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.tick_timeout_s):
-                done, _pending = await asyncio.wait({tick}, timeout=self.answer_after_s)
-                if not done:
-                    self._failed(self._no_answer(self.answer_after_s), retry_at=False)
+                # said again while it lasts: one outage stays one incident, however long
+                while not (await asyncio.wait({tick}, timeout=self.answer_after_s))[0]:
+                    waited = round(time.monotonic() - started)
+                    self._failed(self._no_answer(waited), retry_at=False)
                 await tick
         finally:
             tick.cancel()  # the call itself is shielded in `_tick`: it runs on, once

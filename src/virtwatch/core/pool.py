@@ -313,7 +313,7 @@ class LibvirtPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serials = itertools.count(1)
         self._idle: collections.deque[_Entry] = collections.deque()  # right end = most recent
-        self._in_use: dict[int, _Entry] = {}  # serial -> entry
+        self._in_use: dict[int, _Entry] = {}  # id(entry) -> entry (unique across pools)
         self._calls: set[asyncio.Future[Any]] = set()  # calls in flight, on any connection
         self._checking: set[_Entry] = set()
         self._opening = 0
@@ -589,7 +589,7 @@ class LibvirtPool:
         if entry.dead or entry.check_first or idle_for >= self.settings.check_after_idle_s:
             return None
         self._idle.pop()
-        self._in_use[entry.serial] = entry
+        self._in_use[id(entry)] = entry
         return entry
 
     def release(self, borrowed: Borrowed, *, dead: bool = False) -> None:
@@ -605,7 +605,7 @@ class LibvirtPool:
                 "lend, or was released twice"
             )
         borrowed.end()
-        key = guard.serial
+        key = id(guard)
         entry = self._in_use.pop(key, None)
         if entry is None:
             retired = self._retired.pop(key, None)
@@ -651,7 +651,7 @@ class LibvirtPool:
         if not self._waiters:
             if self._idle:
                 entry = self._idle.pop()
-                self._in_use[entry.serial] = entry
+                self._in_use[id(entry)] = entry
                 return entry
             if self._can_reserve():
                 self._opening += 1
@@ -677,13 +677,13 @@ class LibvirtPool:
             self._opening -= 1
             self._slot_freed()
         else:
-            self._in_use.pop(grant.serial, None)
+            self._in_use.pop(id(grant), None)
             self._settle(grant, dead=False)
 
     async def _usable(self, entry: _Entry) -> bool:
         """Probe a lent entry when it idled long or a borrower was cancelled on it."""
         if entry.dead:
-            self._in_use.pop(entry.serial, None)
+            self._in_use.pop(id(entry), None)
             self._settle(entry, dead=True)
             return False
         idle_for = time.monotonic() - max(entry.last_used, entry.last_checked)
@@ -692,13 +692,13 @@ class LibvirtPool:
         try:
             ok = await self._probe(entry)
         except BaseException:
-            self._in_use.pop(entry.serial, None)
+            self._in_use.pop(id(entry), None)
             self._settle(entry, dead=False, suspect=True)
             raise
         if ok:
             entry.check_first = False
             return True
-        self._in_use.pop(entry.serial, None)
+        self._in_use.pop(id(entry), None)
         self._settle(entry, dead=True)
         return False
 
@@ -728,7 +728,7 @@ class LibvirtPool:
         if self._state is not SourceState.OPEN:
             self._destroy(entry)
             raise self._closed_error()
-        self._in_use[entry.serial] = entry
+        self._in_use[id(entry)] = entry
         self._update_link()
         self._changed()
         return entry
@@ -738,7 +738,7 @@ class LibvirtPool:
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
-                self._in_use[entry.serial] = entry
+                self._in_use[id(entry)] = entry
                 fut.set_result(entry)
                 return
         self._idle.append(entry)
