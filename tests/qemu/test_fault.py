@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import libvirt
-import psutil
 import pytest
 from sqlalchemy import select
 
+from tests.daemon import ensure_libvirtd, kill_libvirtd, libvirtd_process, start_libvirtd
 from tests.vms import QEMU_URI, diskless_xml, unique_name
 from virtwatch.core.errors import ErrorCode
 from virtwatch.core.hub import Hub, Subscription
@@ -36,67 +33,8 @@ from virtwatch.storage.writer import StoreWriter
 
 pytestmark = pytest.mark.qemu
 
-LIBVIRTD = "/usr/sbin/libvirtd"
-PIDFILE = Path("/run/libvirtd.pid")
 RECONNECT_BOUND_S = 5.0  # issue #3: reconnect within 5 s of the daemon's return
 T = TypeVar("T")
-
-
-def libvirtd_process() -> psutil.Process | None:
-    """The running libvirtd: the pid file's process if it is libvirtd, else by exe path."""
-    with contextlib.suppress(OSError, ValueError, psutil.Error):
-        proc = psutil.Process(int(PIDFILE.read_text().strip()))
-        if proc.exe() == LIBVIRTD and proc.status() != psutil.STATUS_ZOMBIE:
-            return proc
-    for proc in psutil.process_iter(["exe", "status"]):
-        if proc.info["exe"] == LIBVIRTD and proc.info["status"] != psutil.STATUS_ZOMBIE:
-            return proc
-    return None
-
-
-def kill_libvirtd() -> int:
-    proc = libvirtd_process()
-    assert proc is not None, "libvirtd is not running"
-    os.kill(proc.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    return proc.pid
-
-
-def daemon_answers() -> bool:
-    try:
-        conn = libvirt.open(QEMU_URI)
-    except libvirt.libvirtError:
-        return False
-    conn.close()
-    return True
-
-
-def start_libvirtd() -> tuple[float, float]:
-    """Start libvirtd; return (wall time it first answered, seconds that took)."""
-    started = time.monotonic()
-    subprocess.run(["libvirtd", "-d"], check=True, timeout=60)
-    deadline = time.monotonic() + 60
-    while not daemon_answers():
-        if time.monotonic() > deadline:
-            raise AssertionError("libvirtd did not answer within 60 s of its restart")
-        time.sleep(0.05)
-    return time.time(), time.monotonic() - started
-
-
-def ensure_libvirtd() -> None:
-    if libvirtd_process() is None or not daemon_answers():
-        if libvirtd_process() is None:
-            subprocess.run(["libvirtd", "-d"], check=False, timeout=60)
-        deadline = time.monotonic() + 60
-        while not daemon_answers() and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 async def next_matching(
