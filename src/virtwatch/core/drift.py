@@ -433,9 +433,13 @@ class DriftWatcher:
         interval_s: float = DEFAULT_INTERVAL_S,
         debounce_s: float = DEFAULT_DEBOUNCE_S,
         clock: Callable[[], float] = time.time,
+        report: Callable[[object], None] | None = None,
     ) -> None:
         self._source = source
         self._hub = hub
+        # errors go where the runtime's parts send theirs (its reporter folds them into
+        # incidents: a scan failing in an outage joins the host's one incident)
+        self._report = report or hub.publish
         self.host = host
         self._interval_s = interval_s
         self._debounce_s = debounce_s
@@ -488,9 +492,9 @@ class DriftWatcher:
         try:
             await self.scan(uuids)
         except AppError as err:
-            self._hub.publish(ErrorReport.of(err, host=self.host))
+            self._report(ErrorReport.of(err, host=self.host))
         except libvirt.libvirtError as err:
-            self._hub.publish(
+            self._report(
                 ErrorReport.of(
                     from_libvirt(err, uri=self._source.uri, what="reading VM definitions"),
                     host=self.host,

@@ -135,11 +135,8 @@ def _detail(values: Mapping[str, object]) -> dict[str, Any]:
 
 
 def fingerprint_of(report: ErrorReport) -> str:
-    """The reporter's fingerprint, or the same recipe (code|host|vm|message) when absent."""
-    if report.fingerprint:
-        return report.fingerprint[:512]
-    err = report.error
-    return f"{err.code}|{report.host or ''}|{report.vm or ''}|{redact_text(err.message)}"[:512]
+    """The reporter's fingerprint, or its recipe when absent (one recipe: core's)."""
+    return report.incident_key[0][:512]
 
 
 def error_row(report: ErrorReport) -> dict[str, Any]:

@@ -433,7 +433,7 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
     )
     tasks = [asyncio.create_task(spikes.run(), name="spike-watch")]
     for label, pool in rt.pools.items():
-        drift = DriftWatcher(pool, hub, host=label)
+        drift = DriftWatcher(pool, hub, host=label, report=rt.publish)
         tasks.append(asyncio.create_task(drift.run(), name=f"drift:{label}"))
     try:
         yield
