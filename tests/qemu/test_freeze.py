@@ -139,18 +139,23 @@ def link_incidents(db: Path) -> list[tuple[str, float, int]]:
 @pytest.fixture
 def vms(hypervisor: None) -> Iterator[list[str]]:
     """Two tiny running VMs (transient: gone once destroyed in `finally`)."""
-    conn = libvirt.open(QEMU_URI)
     names = [unique_name("vwfreeze") for _ in range(2)]
+    conn = libvirt.open(QEMU_URI)
     try:
         for name in names:
             conn.createXML(diskless_xml(name), 0)
+    finally:
+        conn.close()
+    try:
         yield names
     finally:
-        ensure_libvirtd()
-        for name in names:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.lookupByName(name).destroy()
-        with contextlib.suppress(libvirt.libvirtError):
+        ensure_libvirtd()  # thawed and running: a test may have killed it
+        conn = libvirt.open(QEMU_URI)  # a new connection: the old daemon may be gone
+        try:
+            for name in names:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.lookupByName(name).destroy()
+        finally:
             conn.close()
 
 
