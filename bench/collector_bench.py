@@ -33,9 +33,9 @@ from typing import Any, TypeVar
 import libvirt
 from tests.conftest import fleet_xml
 
-from virtwatch.core.collector import Collector
-from virtwatch.core.connection import Borrowed, SingleConnection
-from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.collect.collector import Collector
+from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.process import prepare_libvirt
 
 T = TypeVar("T")
 STEADY_FLAGS_ENFORCE = (
@@ -215,7 +215,7 @@ async def timing(uri: str, rounds: int, vms: int) -> dict[str, Any]:
 
 def _steady_groups(collector: Collector) -> int:
     """The groups the collector asks a host for on a cheap tick, after its refusals."""
-    from virtwatch.core.stats import group_bits
+    from virtwatch.core.libvirt.stats import group_bits
 
     last = collector.last
     return group_bits(last.groups) if last is not None else 1

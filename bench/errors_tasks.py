@@ -18,9 +18,8 @@ from collections.abc import Callable
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
-from virtwatch.core.reporter import ErrorReporter
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.tasks import TaskRunner
+from virtwatch.core.incidents import ErrorReport, ErrorReporter
+from virtwatch.core.ops.tasks import TaskRunner
 
 ROUNDS = 7
 N = 5_000

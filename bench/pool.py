@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import libvirt
 
-from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
 
 CONCURRENT = 200
 

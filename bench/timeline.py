@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     ConnectionState,
@@ -48,10 +49,9 @@ from virtwatch.core.records import (
     HostConnection,
     Outcome,
 )
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.spikes import SpikeRules
-from virtwatch.core.spikewatch import SpikeWatch
-from virtwatch.core.timeline import Window
+from virtwatch.core.triage.spike_watch import SpikeWatch
+from virtwatch.core.triage.spikes import SpikeRules
+from virtwatch.core.triage.timeline import Window
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import write_window
 from virtwatch.storage.store import Store

@@ -12,7 +12,7 @@ connection under the calls. Measured on libvirt 9.0 here (exit 139 = SIGSEGV):
                                        and keepalive it logs "not a virObjectLockable
                                        instance": memory used after it was freed
 
-Hence virtwatch's rule (`Guard` in src/virtwatch/core/connection.py): one thread at a
+Hence virtwatch's rule (`Guard` in src/virtwatch/core/libvirt/connection.py): one thread at a
 time inside libvirt per connection, and a connection closed only when none is inside.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from uuid import NAMESPACE_DNS, uuid5
 
+from virtwatch.core.libvirt.states import decode_state
 from virtwatch.core.model import (
     DomainSample,
     DomainState,
@@ -12,7 +13,6 @@ from virtwatch.core.model import (
     MemorySource,
     Snapshot,
 )
-from virtwatch.core.states import decode_state
 
 NOW = 1_795_000_000.0  # frozen clock for screens
 
@@ -144,8 +144,9 @@ def fleet_snapshot(*, tick: int = 1, notice: str | None = None, taken_at: float 
 
 # --- the dashboard's other panes (issue 6): fixed records at the frozen clock ---------
 
+from virtwatch.core.collect.history import MetricHistory  # noqa: E402
 from virtwatch.core.errors import AppError, ErrorCode, Severity  # noqa: E402
-from virtwatch.core.history import MetricHistory  # noqa: E402
+from virtwatch.core.incidents import ErrorReport  # noqa: E402
 from virtwatch.core.records import (  # noqa: E402
     AuditRecord,
     ConnectionState,
@@ -159,7 +160,6 @@ from virtwatch.core.records import (  # noqa: E402
     TaskState,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport  # noqa: E402
 
 HOST = "qemu:///system"
 HOST2 = "hv-08"

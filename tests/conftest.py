@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.libvirt.process import prepare_libvirt
 
 FleetFactory = Callable[..., str]
 

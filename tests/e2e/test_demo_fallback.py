@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_tmux import BIN, tmux, wait_for
-from virtwatch.core.demo import demo_uri
+from virtwatch.core.libvirt.demo import demo_uri
 from virtwatch.tui.cli import choose_host
 
 pytestmark = pytest.mark.libvirt

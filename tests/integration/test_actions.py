@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.actions import Action, ActionTimeouts, perform
-from virtwatch.core.connection import SingleConnection
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
-from virtwatch.core.identity import Actor, current_actor
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.model import DomainState
+from virtwatch.core.ops.actions import Action, ActionTimeouts, perform
+from virtwatch.core.ops.identity import Actor, current_actor
 from virtwatch.core.records import AuditRecord, Outcome
 
 pytestmark = pytest.mark.libvirt

@@ -18,15 +18,15 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core import connection as connection_module
-from virtwatch.core.connection import (
+from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.libvirt import connection as connection_module
+from virtwatch.core.libvirt.connection import (
     SingleConnection,
     closed_connection_error,
     is_dead_error,
     open_guarded,
 )
-from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
 
 pytestmark = pytest.mark.libvirt
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.collector import Collector
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.hostsample import RemoteHostSampler
+from virtwatch.core.collect.collector import Collector
+from virtwatch.core.collect.hostsample import RemoteHostSampler
+from virtwatch.core.libvirt.connection import SingleConnection
 
 pytestmark = pytest.mark.libvirt
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.canned import NOW, fleet_snapshot, full_host_sample, stale_snapshot, with_io
 from tests.conftest import FleetFactory
-from virtwatch.core.collector import Collector
-from virtwatch.core.connection import SingleConnection
+from virtwatch.core.collect.collector import Collector
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.storage.rows import rows_from_snapshot
 
 

@@ -18,15 +18,15 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.collector import Collector, CollectorSettings
-from virtwatch.core.connection import Borrowed, SingleConnection
-from virtwatch.core.demo import demo_uri
+from virtwatch.core.collect.collector import Collector, CollectorSettings
 from virtwatch.core.errors import ErrorCode
-from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.demo import demo_uri
+from virtwatch.core.libvirt.events import DomainEventStream
+from virtwatch.core.libvirt.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE, STATS_VCPU
 from virtwatch.core.model import DomainState, Snapshot
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE, STATS_VCPU
 
 pytestmark = pytest.mark.libvirt
 

@@ -18,10 +18,9 @@ import pytest
 
 from tests.conftest import FleetFactory
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt, is_transient
+from virtwatch.core.incidents import ErrorReport, ErrorReporter
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import TaskState, TaskUpdate
-from virtwatch.core.reporter import ErrorReporter
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.tasks import TaskRunner
 
 pytestmark = pytest.mark.libvirt
 

@@ -12,15 +12,15 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.collector import Collector
-from virtwatch.core.connection import Borrowed, SingleConnection
+from virtwatch.core.collect.collector import Collector
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.events import DomainEventStream, StreamState
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.events import DomainEventStream, StreamState
+from virtwatch.core.libvirt.pool import LibvirtPool
 from virtwatch.core.model import DomainState, Snapshot
-from virtwatch.core.pool import LibvirtPool
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.reports import ErrorReport
 
 pytestmark = pytest.mark.libvirt
 

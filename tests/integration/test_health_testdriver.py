@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.checks import CATALOGUE, HostProbes, collector_probes, host_checks
 from virtwatch.core.config import Config
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.events import DomainEventStream
-from virtwatch.core.health import HealthMonitor, HealthRegistry, health_settings
+from virtwatch.core.health.checks import CATALOGUE, HostProbes, collector_probes, host_checks
+from virtwatch.core.health.monitor import HealthMonitor, HealthRegistry, health_settings
 from virtwatch.core.hub import Hub
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.libvirt.events import DomainEventStream
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import HealthResult, HealthState
 from virtwatch.core.runtime import HostConfig, Runtime

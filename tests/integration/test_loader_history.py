@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from virtwatch.core.loader import HistoryKey, HistorySource, history_loader
+from virtwatch.core.collect.loader import HistoryKey, HistorySource, history_loader
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.queries import Queries
 from virtwatch.storage.rows import SampleRow

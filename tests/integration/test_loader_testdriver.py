@@ -10,8 +10,7 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.details import (
+from virtwatch.core.collect.details import (
     TAGS_NS,
     clear_details_on_events,
     details_loader,
@@ -19,6 +18,7 @@ from virtwatch.core.details import (
 )
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.records import DomainEvent, EventKind
 
 pytestmark = pytest.mark.libvirt

@@ -19,12 +19,12 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.connection import Borrowed, Credentials, SingleConnection, SourceState
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
-from virtwatch.core.pool import LibvirtPool, PoolSettings, PoolStats
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import Borrowed, Credentials, SingleConnection, SourceState
+from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings, PoolStats
 from virtwatch.core.records import ConnectionState, HostConnection
-from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
 
 pytestmark = pytest.mark.libvirt

@@ -8,12 +8,12 @@ import asyncio
 import pytest
 
 from tests.conftest import FleetFactory
-from virtwatch.core.actions import Action, submit_action
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import DomainState, Snapshot
+from virtwatch.core.ops.actions import Action, submit_action
 from virtwatch.core.records import AuditRecord, DomainEvent, Outcome, TaskState, TaskUpdate
-from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
 
 pytestmark = pytest.mark.libvirt

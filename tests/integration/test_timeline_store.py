@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import HostFacts
 from virtwatch.core.records import (
     AuditRecord,
@@ -30,10 +31,9 @@ from virtwatch.core.records import (
     HostConnection,
     Outcome,
 )
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.spikes import SpikeRules
-from virtwatch.core.spikewatch import Series, SpikeWatch
-from virtwatch.core.timeline import EntryKind, TimelineFilter, Window, clock_time
+from virtwatch.core.triage.spike_watch import Series, SpikeWatch
+from virtwatch.core.triage.spikes import SpikeRules
+from virtwatch.core.triage.timeline import EntryKind, TimelineFilter, Window, clock_time
 from virtwatch.storage import rollup
 from virtwatch.storage.export import (
     EXPORT_SCHEMA,

@@ -17,19 +17,19 @@ import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, VmFactory, diskless_xml, unique_name
-from virtwatch.core.actions import (
+from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.model import DomainState
+from virtwatch.core.ops.actions import (
     Action,
     ActionNotVerified,
     ActionTimeouts,
     perform,
     submit_action,
 )
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.identity import Actor
-from virtwatch.core.model import DomainState
+from virtwatch.core.ops.identity import Actor
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
-from virtwatch.core.tasks import TaskRunner
 
 pytestmark = pytest.mark.qemu
 

@@ -22,9 +22,9 @@ import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, unique_name
-from virtwatch.core.collector import Collector, CollectorSettings
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.hostsample import RemoteHostSampler
+from virtwatch.core.collect.collector import Collector, CollectorSettings
+from virtwatch.core.collect.hostsample import RemoteHostSampler
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.model import DomainSample, DomainState, MemorySource, Snapshot
 
 pytestmark = pytest.mark.qemu

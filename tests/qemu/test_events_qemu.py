@@ -13,9 +13,9 @@ import pytest
 
 from tests.integration.test_events import outlive_deadline
 from tests.vms import QEMU_URI, VmFactory
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.libvirt.events import DomainEventStream
 from virtwatch.core.records import DomainEvent, EventKind
 
 pytestmark = pytest.mark.qemu

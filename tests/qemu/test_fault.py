@@ -22,9 +22,9 @@ from tests.daemon import ensure_libvirtd, kill_libvirtd, libvirtd_process, start
 from tests.vms import QEMU_URI, diskless_xml, unique_name
 from virtwatch.core.errors import ErrorCode
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import ConnectionState, DomainEvent, HostConnection
-from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.models import ErrorLog

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from tests.vms import QEMU_URI, VmFactory
-from virtwatch.core.collector import Collector, CollectorSettings
-from virtwatch.core.connection import SingleConnection
+from virtwatch.core.collect.collector import Collector, CollectorSettings
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.model import DomainState, MemorySource
 
 pytestmark = pytest.mark.qemu

@@ -19,11 +19,11 @@ import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, VmFactory
-from virtwatch.core.actions import Action, submit_action
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
 from virtwatch.core.model import Snapshot
-from virtwatch.core.pool import LibvirtPool, PoolSettings
+from virtwatch.core.ops.actions import Action, submit_action
 from virtwatch.core.records import ConnectionState, DomainEvent, Outcome
 from virtwatch.core.runtime import HostConfig, Runtime
 

@@ -16,16 +16,22 @@ import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, diskless_xml, unique_name
-from virtwatch.core.actions import Action, perform
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.drift import DriftWatcher
 from virtwatch.core.errors import AppError, ErrorCode, Severity
-from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub
-from virtwatch.core.identity import Actor
-from virtwatch.core.spikes import SpikeRules
-from virtwatch.core.spikewatch import SpikeWatch
-from virtwatch.core.timeline import EntryKind, TimelineEntry, TimelineFilter, Window, clock_time
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.libvirt.events import DomainEventStream
+from virtwatch.core.ops.actions import Action, perform
+from virtwatch.core.ops.identity import Actor
+from virtwatch.core.triage.drift import DriftWatcher
+from virtwatch.core.triage.spike_watch import SpikeWatch
+from virtwatch.core.triage.spikes import SpikeRules
+from virtwatch.core.triage.timeline import (
+    EntryKind,
+    TimelineEntry,
+    TimelineFilter,
+    Window,
+    clock_time,
+)
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import (

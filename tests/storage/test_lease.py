@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tests.storage.waiting import until
-from virtwatch.core.checks import store_readings
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.health import Thresholds
+from virtwatch.core.health.checks import store_readings
+from virtwatch.core.health.monitor import Thresholds
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     ConnectionState,
@@ -32,7 +33,6 @@ from virtwatch.core.records import (
     TaskState,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
 from virtwatch.storage.lease import (
     RENEW_EVERY_S,
     TTL_S,

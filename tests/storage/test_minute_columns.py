@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from virtwatch.core.spikewatch import Series
+from virtwatch.core.triage.spike_watch import Series
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.minutes import (
     ARRAYS,

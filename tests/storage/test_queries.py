@@ -12,6 +12,7 @@ from sqlalchemy import event
 
 from tests.storage.samples import DAY_MS, T0_MS, day_of_samples
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     DomainEvent,
@@ -23,7 +24,6 @@ from virtwatch.core.records import (
     TaskState,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
 from virtwatch.storage import rollup
 from virtwatch.storage.queries import Queries, Resolution, resolution_for
 from virtwatch.storage.rollup import HOUR_MS, MINUTE_MS

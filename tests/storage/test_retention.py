@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from tests.storage.samples import DAY_MS, T0_MS, day_of_samples
 from virtwatch.core.config import ConfigError
 from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.reports import ErrorReport
 from virtwatch.storage import retention, rollup
 from virtwatch.storage.models import (
     DomainEventRow,

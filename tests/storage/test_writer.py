@@ -13,10 +13,11 @@ from sqlalchemy import func, select
 from tests.canned import NOW, fleet_snapshot
 from tests.storage.databases import pg_run
 from tests.storage.waiting import until
-from virtwatch.core.checks import store_readings
 from virtwatch.core.errors import AppError, ErrorCode, Severity
-from virtwatch.core.health import Thresholds, judge
+from virtwatch.core.health.checks import store_readings
+from virtwatch.core.health.monitor import Thresholds, judge
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     ConnectionState,
@@ -30,7 +31,6 @@ from virtwatch.core.records import (
     TaskState,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
 from virtwatch.storage.models import (
     Audit,
     DomainEventRow,
@@ -50,7 +50,7 @@ LIMITS = Thresholds(10.0, 60.0)
 
 
 def verdict(stats: WriterStats) -> tuple[HealthState, str]:
-    """The health check's verdict on the writer (core/checks.py, as the registry runs it)."""
+    """The health check's verdict on the writer (core/health/checks.py, as the registry runs it)."""
     [reading] = store_readings("database", stats, LIMITS, NOW)
     return reading.state or judge(reading.value, LIMITS), reading.message
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.canned import NOW
-from virtwatch.core.history import MetricHistory
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.hub import Hub
 from virtwatch.core.records import AuditRecord, DomainEvent
 from virtwatch.tui.app import VirtwatchApp

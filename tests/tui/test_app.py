@@ -36,8 +36,8 @@ from tests.tui.conftest import (
 )
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
-from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.dashboard import NARROW_BELOW, DashboardScreen

@@ -11,13 +11,13 @@ import pytest
 
 from tests.canned import HOST, NOW, audit_records, domain_events
 from tests.conftest import FleetFactory
-from virtwatch.core.connection import SingleConnection
 from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
-from virtwatch.core.reports import ErrorReport
 from virtwatch.core.runtime import HostConfig, Runtime
-from virtwatch.core.tasks import TaskRunner
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.queries import Queries
 from virtwatch.storage.rows import SampleRow

@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 
-from virtwatch.core.actions import (
+from virtwatch.core.errors import ErrorCode
+from virtwatch.core.model import DomainState
+from virtwatch.core.ops.actions import (
     RULES,
     Action,
     ActionTimeouts,
@@ -14,8 +16,6 @@ from virtwatch.core.actions import (
     judge,
     refusal,
 )
-from virtwatch.core.errors import ErrorCode
-from virtwatch.core.model import DomainState
 from virtwatch.core.records import Outcome
 
 R, B, P, SD, OFF, CR, PM = (

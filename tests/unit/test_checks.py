@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.canned import NOW, domain, fleet_snapshot
-from virtwatch.core.checks import (
+from virtwatch.core.health.checks import (
     CATALOGUE,
     CATALOGUE_BY_NAME,
     HOST_CHECKS,
@@ -21,7 +21,7 @@ from virtwatch.core.checks import (
     vm_stale_readings,
     vm_steal_readings,
 )
-from virtwatch.core.health import Thresholds
+from virtwatch.core.health.monitor import Thresholds
 from virtwatch.core.model import DiskIo, DomainState, HostSample, MountUsage, Pressure
 from virtwatch.core.records import HealthState
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from virtwatch.core.collector import (
+from virtwatch.core.collect.collector import (
     FAST_GROUPS,
     SLOW_GROUPS,
     CollectorSettings,
     collector_settings,
 )
 from virtwatch.core.config import Config, ConfigError
-from virtwatch.core.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE
+from virtwatch.core.libvirt.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE
 
 
 def test_defaults() -> None:

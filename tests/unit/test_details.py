@@ -6,15 +6,15 @@ import asyncio
 
 import pytest
 
-from virtwatch.core.details import (
+from virtwatch.core.collect.details import (
     TAGS_NS,
     clear_details_on_events,
     clears_details,
     parse_domain_xml,
     parse_extra,
 )
+from virtwatch.core.collect.loader import DataLoader
 from virtwatch.core.hub import Hub
-from virtwatch.core.loader import DataLoader
 from virtwatch.core.records import DomainEvent, EventKind
 
 XML = f"""

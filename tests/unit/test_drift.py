@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import FleetFactory
-from virtwatch.core.connection import SingleConnection
-from virtwatch.core.drift import (
+from virtwatch.core.hub import Hub
+from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.records import DomainEvent, EventKind
+from virtwatch.core.triage.drift import (
     ConfigDrift,
     DriftWatcher,
     diff_domain_xml,
     fingerprint,
     is_trigger,
 )
-from virtwatch.core.hub import Hub
-from virtwatch.core.records import DomainEvent, EventKind
 
 BASE = """
 <domain type='kvm'>
@@ -350,7 +350,7 @@ async def test_the_watcher_rescans_a_vm_after_its_define_event(make_fleet: Fleet
 
 @pytest.mark.libvirt
 async def test_a_failing_connection_is_reported_not_raised() -> None:
-    from virtwatch.core.reports import ErrorReport
+    from virtwatch.core.incidents import ErrorReport
 
     hub = Hub()
     reports = hub.subscribe(ErrorReport)

@@ -25,13 +25,15 @@ from virtwatch.core.errors import (
     one_line,
 )
 from virtwatch.core.hub import Hub
-from virtwatch.core.reporter import (
+from virtwatch.core.incidents import (
+    ErrorReport,
     ErrorReporter,
     ReporterSettings,
     ReporterState,
+    fingerprint,
+    normalise_message,
     reporter_settings,
 )
-from virtwatch.core.reports import ErrorReport, fingerprint, normalise_message
 
 SECRET = "hunter2"
 SECRET_URI = f"qemu+tcp://bob:{SECRET}@10.0.0.5/system"

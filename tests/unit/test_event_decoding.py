@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.events import (
+from virtwatch.core.libvirt.events import (
     REBOOT_SUMMARY,
     decode_agent,
     decode_device,

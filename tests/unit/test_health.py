@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.checks import CATALOGUE
 from virtwatch.core.config import Config, ConfigError
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.health import (
+from virtwatch.core.health.checks import CATALOGUE
+from virtwatch.core.health.monitor import (
     Check,
     CheckInfo,
     Damper,
@@ -29,8 +29,8 @@ from virtwatch.core.health import (
     worst,
 )
 from virtwatch.core.hub import Hub
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import HealthAlert, HealthResult, HealthState, TaskUpdate
-from virtwatch.core.tasks import TaskRunner
 
 OK, WARN, CRIT, UNKNOWN = HealthState.OK, HealthState.WARN, HealthState.CRIT, HealthState.UNKNOWN
 states = st.sampled_from([OK, WARN, CRIT, UNKNOWN])

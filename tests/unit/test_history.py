@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.canned import NOW, fleet_snapshot
-from virtwatch.core.history import HOST, MetricHistory, Ring, Series
+from virtwatch.core.collect.history import HOST, MetricHistory, Ring, Series
 
 
 def test_a_ring_keeps_the_newest_points_in_order() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.hostsample import (
+from virtwatch.core.collect.hostsample import (
     PSI_ROOT,
     LocalHostSampler,
     cpu_split,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.identity import (
+from virtwatch.core.ops.identity import (
     Actor,
     actor_from,
     current_actor,

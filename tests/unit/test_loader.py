@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from virtwatch.core.collect.loader import DataLoader, LoaderState
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.loader import DataLoader, LoaderState
 
 
 class Backend:

@@ -13,14 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from virtwatch.core.config import ConfigError
-from virtwatch.core.connection import (
+from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.libvirt.connection import (
     Credentials,
     dead_error_codes,
     effective_uri,
     is_dead_error,
 )
-from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.pool import PoolSettings, backoff_delay, host_state, percentile
+from virtwatch.core.libvirt.pool import PoolSettings, backoff_delay, host_state, percentile
 from virtwatch.core.records import ConnectionState
 from virtwatch.core.runtime import HostConfig
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.rates import (
+from virtwatch.core.collect.rates import (
     MAX_BYTES_PER_S,
     busy_percent,
     counter_rate,
@@ -12,7 +12,7 @@ from virtwatch.core.rates import (
     net_io,
     summed_rate,
 )
-from virtwatch.core.stats import BlockCounters, NetCounters
+from virtwatch.core.libvirt.stats import BlockCounters, NetCounters
 
 counters = st.integers(min_value=0, max_value=2**64 - 1)
 elapsed = st.floats(min_value=0.001, max_value=3600, allow_nan=False)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from virtwatch.core.config import ConfigError
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.spikes import (
+from virtwatch.core.triage.spike_watch import EdgeKey, MeanWindow, Series, SpikeWatch
+from virtwatch.core.triage.spikes import (
     MINUTE_S,
     NOT_JUDGED,
     MinuteAggregate,
@@ -29,7 +30,6 @@ from virtwatch.core.spikes import (
     spike_rules,
     spike_summary,
 )
-from virtwatch.core.spikewatch import EdgeKey, MeanWindow, Series, SpikeWatch
 
 T0 = 1_795_000_000 - 1_795_000_000 % 60
 
@@ -322,7 +322,7 @@ def test_values_are_worded_in_their_unit() -> None:
 
 
 def test_every_metric_the_collector_stores_has_a_rule_and_a_name() -> None:
-    from virtwatch.core.spikes import metric_label
+    from virtwatch.core.triage.spikes import metric_label
 
     rules = SpikeRules()
     stored = [
@@ -512,7 +512,7 @@ async def test_disabled_rules_judge_nothing() -> None:
 async def test_a_failing_store_is_reported_once_and_the_watch_keeps_going() -> None:
     import asyncio
 
-    from virtwatch.core.reports import ErrorReport
+    from virtwatch.core.incidents import ErrorReport
 
     class Broken(MemoryReader):
         async def minute_watermarks(self) -> Mapping[str, int]:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from virtwatch.core.libvirt.states import decode_state
 from virtwatch.core.model import DomainState
-from virtwatch.core.states import decode_state
 
 
 @pytest.mark.parametrize(

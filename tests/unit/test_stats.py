@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtwatch.core.stats import (
+from virtwatch.core.libvirt.stats import (
     STATS_BLOCK,
     STATS_STATE,
     group_bits,

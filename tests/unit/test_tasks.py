@@ -13,16 +13,15 @@ from hypothesis import strategies as st
 
 from virtwatch.core.config import ConfigError
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.records import TaskState, TaskUpdate
-from virtwatch.core.reporter import ErrorReporter
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.tasks import (
+from virtwatch.core.incidents import ErrorReport, ErrorReporter
+from virtwatch.core.ops.tasks import (
     POLICIES,
     RetryPolicy,
     RunnerState,
     TaskRunner,
     task_settings,
 )
+from virtwatch.core.records import TaskState, TaskUpdate
 
 S = TaskState
 NOW = 5_000.0

@@ -9,8 +9,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "virtwatch"
 
-# the modules that own libvirt threads (they count every call; see core/connection.py)
-OWNERS = {"core/connection.py", "core/pool.py", "core/eventloop.py"}
+# the modules that own libvirt threads (they count every call; see core/libvirt/connection.py)
+OWNERS = {"core/libvirt/connection.py", "core/libvirt/pool.py", "core/libvirt/eventloop.py"}
 # threads elsewhere that cannot reach libvirt, each with its reason
 ALLOWED = {
     ("storage/export.py", "asyncio.to_thread"): "file writes of an export",
@@ -62,7 +62,7 @@ def test_only_the_connection_modules_start_threads_that_could_touch_libvirt() ->
                 continue
             offenders.append(f"{rel}:{line}: {name}(...)")
     assert not offenders, (
-        "blocking libvirt calls go through `Borrowed.call` (core/connection.py); "
+        "blocking libvirt calls go through `Borrowed.call` (core/libvirt/connection.py); "
         "a thread started elsewhere can outlive its borrow:\n" + "\n".join(offenders)
     )
     assert seen_allowed == set(ALLOWED), f"stale exceptions: {set(ALLOWED) - seen_allowed}"
@@ -70,8 +70,8 @@ def test_only_the_connection_modules_start_threads_that_could_touch_libvirt() ->
 
 def test_the_owners_do_start_threads_so_the_scan_sees_them() -> None:
     """The scan itself works: the pool and the connection module are where threads are."""
-    assert thread_starts(SRC / "core" / "connection.py")
-    assert thread_starts(SRC / "core" / "pool.py")
+    assert thread_starts(SRC / "core" / "libvirt" / "connection.py")
+    assert thread_starts(SRC / "core" / "libvirt" / "pool.py")
 
 
 def test_no_raw_connection_leaves_a_borrow() -> None:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     DomainEvent,
@@ -18,8 +19,7 @@ from virtwatch.core.records import (
     HealthState,
     Outcome,
 )
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.timeline import (
+from virtwatch.core.triage.timeline import (
     EntryKind,
     TimelineEntry,
     TimelineFilter,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from virtwatch.core.uri import is_local, redact_text, redact_uri, uri_secrets
+from virtwatch.core.libvirt.uri import is_local, redact_text, redact_uri, uri_secrets
 
 
 @pytest.mark.parametrize(

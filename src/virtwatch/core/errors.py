@@ -16,7 +16,7 @@ from typing import Any
 
 import libvirt
 
-from virtwatch.core.uri import MASK, redact_text, uri_secrets
+from virtwatch.core.libvirt.uri import MASK, redact_text, uri_secrets
 
 
 class Category(enum.StrEnum):

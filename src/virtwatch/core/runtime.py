@@ -14,18 +14,17 @@ from types import TracebackType
 
 import libvirt
 
-from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, CollectorSettings
-from virtwatch.core.connection import Credentials, SourceState
+from virtwatch.core.collect.collector import DEFAULT_INTERVAL_S, Collector, CollectorSettings
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.events import DomainEventStream
 from virtwatch.core.hub import Hub
-from virtwatch.core.pool import DedicatedConnection, LibvirtPool, PoolSettings
-from virtwatch.core.process import prepare_libvirt
-from virtwatch.core.reporter import ErrorReporter, ReporterSettings
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.tasks import TaskRunner, TaskSettings
-from virtwatch.core.uri import redact_uri
+from virtwatch.core.incidents import ErrorReport, ErrorReporter, ReporterSettings
+from virtwatch.core.libvirt.connection import Credentials, SourceState
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.events import DomainEventStream
+from virtwatch.core.libvirt.pool import DedicatedConnection, LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.process import prepare_libvirt
+from virtwatch.core.libvirt.uri import redact_uri
+from virtwatch.core.ops.tasks import TaskRunner, TaskSettings
 
 COLLECTOR_CONNECTION = "collector"
 

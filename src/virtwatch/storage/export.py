@@ -23,9 +23,10 @@ from typing import IO, Any
 from sqlalchemy import and_, func, or_, select
 
 from virtwatch.core.errors import Severity
+from virtwatch.core.libvirt.uri import MASK, redact_text, redact_uri
 from virtwatch.core.model import HostFacts
 from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState, Outcome
-from virtwatch.core.timeline import (
+from virtwatch.core.triage.timeline import (
     EntryKind,
     TimelineEntry,
     TimelineFilter,
@@ -33,7 +34,6 @@ from virtwatch.core.timeline import (
     entry_to_dict,
     iso_utc,
 )
-from virtwatch.core.uri import MASK, redact_text, redact_uri
 from virtwatch.storage.minutes import (
     ARRAYS,
     STEP_S,

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from virtwatch.core.spikewatch import Series
+from virtwatch.core.triage.spike_watch import Series
 from virtwatch.storage.models import Metric, MetricMinute
 
 MINUTE_MS = 60_000

@@ -110,7 +110,7 @@ class RollupState(Base):
 class ErrorLog(Base):
     """One row per incident: a fingerprint first seen at `first_at_ms`, seen `count` times.
 
-    Upserted on (fingerprint, first_at_ms) as core/reports.py describes: count and
+    Upserted on (fingerprint, first_at_ms) as core/incidents.py describes: count and
     last seen only grow, the wording is the newest, `closed` marks the incident's end.
     """
 

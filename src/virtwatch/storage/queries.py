@@ -21,6 +21,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from virtwatch.core.errors import ErrorCode, Severity
+from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.records import (
     AuditRecord,
     ConnectionState,
@@ -34,7 +35,6 @@ from virtwatch.core.records import (
     TaskState,
     TaskUpdate,
 )
-from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention
 from virtwatch.storage.lease import Claim, live_claims
 from virtwatch.storage.models import (

@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import (
     AuditRecord,
@@ -19,8 +21,6 @@ from virtwatch.core.records import (
     HostConnection,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.uri import redact_text
 
 # every record kind the store keeps besides samples, in the order a flush writes them
 Record = (

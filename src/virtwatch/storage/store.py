@@ -21,6 +21,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.records import (
     AuditRecord,
     DomainEvent,
@@ -29,8 +31,6 @@ from virtwatch.core.records import (
     HostConnection,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.uri import redact_text
 from virtwatch.storage import revision, rows
 from virtwatch.storage.engine import make_engine
 from virtwatch.storage.models import (

@@ -27,9 +27,9 @@ from virtwatch.core.records import (
     HostConnection,
     Outcome,
 )
-from virtwatch.core.spikes import MinuteAggregate
-from virtwatch.core.spikewatch import EdgeKey, Series
-from virtwatch.core.timeline import (
+from virtwatch.core.triage.spike_watch import EdgeKey, Series
+from virtwatch.core.triage.spikes import MinuteAggregate
+from virtwatch.core.triage.timeline import (
     CAUSE_LOOKBACK_S,
     TimelineEntry,
     TimelineFilter,
@@ -325,7 +325,7 @@ class TimelineQueries:
 
 
 class StoreRollupReader:
-    """`RollupReader` (core/spikewatch.py) over the store's minute rollups."""
+    """`RollupReader` (core/triage/spike_watch.py) over the store's minute rollups."""
 
     def __init__(self, store: Store) -> None:
         self._store = store

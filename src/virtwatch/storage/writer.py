@@ -32,10 +32,10 @@ from typing import Any, cast
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import DomainEvent, HealthAlert, HealthResult, HostConnection
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.uri import redact_text
 from virtwatch.storage import retention, rollup
 from virtwatch.storage.backlog import SampleBacklog
 from virtwatch.storage.intake import store_intake
@@ -77,7 +77,7 @@ class WriterState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """What the `store.writable` health check (core/checks.py `store_check`, which takes
+    """What the `store.writable` health check (core/health/checks.py `store_check`, which takes
     the writer itself) needs to judge the writer."""
 
     state: WriterState

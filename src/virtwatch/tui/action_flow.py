@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
-from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.format import fmt_duration
 from virtwatch.tui.ports import ActionSink, VmAction, VmRef
 

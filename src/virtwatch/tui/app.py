@@ -16,8 +16,9 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from virtwatch.core.history import MetricHistory
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import (
     AuditRecord,
@@ -28,7 +29,6 @@ from virtwatch.core.records import (
     HostConnection,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.action_flow import ActionFlow
 from virtwatch.tui.dashboard import DashboardScreen
 from virtwatch.tui.dialogs import QuitScreen

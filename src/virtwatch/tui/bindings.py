@@ -10,15 +10,15 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from virtwatch.core.actions import Action, submit_action
-from virtwatch.core.connection import ConnectionSource
-from virtwatch.core.details import DomainDetails, clear_details_on_events, details_loader
+from virtwatch.core.collect.details import DomainDetails, clear_details_on_events, details_loader
+from virtwatch.core.collect.loader import DataLoader
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
-from virtwatch.core.loader import DataLoader
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.ops.actions import Action, submit_action
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import AuditRecord, DomainEvent
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.tasks import TaskRunner
 from virtwatch.tui.ports import VmAction, VmRef
 
 if TYPE_CHECKING:  # the dashboard paints before it loads SQLAlchemy

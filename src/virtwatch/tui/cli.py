@@ -33,34 +33,34 @@ from typing import TYPE_CHECKING, Any, Literal
 import platformdirs
 
 from virtwatch import __version__
-from virtwatch.core.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
-from virtwatch.core.collector import DEFAULT_INTERVAL_S, Collector, collector_settings
+from virtwatch.core.collect.collector import DEFAULT_INTERVAL_S, Collector, collector_settings
 from virtwatch.core.config import Config, config_error, get_typed, load_config
-from virtwatch.core.connection import (
+from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
+from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.incidents import reporter_settings
+from virtwatch.core.libvirt.connection import (
     Credentials,
     SingleConnection,
     no_answer_error,
     probe_uri,
 )
-from virtwatch.core.demo import demo_uri
-from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
-from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.hub import Hub, Subscription
+from virtwatch.core.libvirt.demo import demo_uri
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.pool import PoolSettings
+from virtwatch.core.libvirt.process import prepare_libvirt
+from virtwatch.core.libvirt.uri import redact_text, redact_uri
 from virtwatch.core.model import snapshot_to_dict
-from virtwatch.core.pool import PoolSettings
-from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.ops.actions import DEFAULT_TIMEOUTS, Action, ActionNotVerified, submit_action
+from virtwatch.core.ops.tasks import TaskRunner, task_settings
 from virtwatch.core.records import AuditRecord, TaskUpdate
-from virtwatch.core.reporter import reporter_settings
 from virtwatch.core.runtime import HostConfig, Runtime
-from virtwatch.core.tasks import TaskRunner, task_settings
-from virtwatch.core.uri import redact_text, redact_uri
 from virtwatch.storage.engine import db_url, sqlite_path
 
 # Each command imports the rest of what it needs itself: the dashboard paints its first
 # table without SQLAlchemy's migration tool, the export and timeline code, or Textual for
 # the commands without a screen (each costs a noticeable part of a second at start)
 if TYPE_CHECKING:
-    from virtwatch.core.timeline import TimelineFilter, Window
+    from virtwatch.core.triage.timeline import TimelineFilter, Window
     from virtwatch.storage.store import Store
     from virtwatch.storage.writer import StoreWriter
     from virtwatch.tui.app import VirtwatchApp
@@ -76,10 +76,10 @@ EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAI
 STARTUP_MAX_S = 5.0  # no table painted by then (no host answered yet): the start is over
 # what the dashboard's store side imports, off the event loop, once its first table is up
 STORE_MODULES = (
-    "virtwatch.core.checks",
-    "virtwatch.core.drift",
-    "virtwatch.core.health",
-    "virtwatch.core.spikewatch",
+    "virtwatch.core.health.checks",
+    "virtwatch.core.triage.drift",
+    "virtwatch.core.health.monitor",
+    "virtwatch.core.triage.spike_watch",
     "virtwatch.storage.export",
     "virtwatch.storage.queries",
     "virtwatch.storage.settings",
@@ -407,8 +407,8 @@ async def health_monitor(
 ) -> AsyncIterator[None]:
     """Every standard health check of `rt` (and of the store writer) in the background,
     results and alerts on the hub, thresholds from the config file's [health]."""
-    from virtwatch.core.checks import CATALOGUE, runtime_checks
-    from virtwatch.core.health import HealthMonitor, HealthRegistry, health_settings
+    from virtwatch.core.health.checks import CATALOGUE, runtime_checks
+    from virtwatch.core.health.monitor import HealthMonitor, HealthRegistry, health_settings
 
     settings = health_settings(config, CATALOGUE)
     checks = runtime_checks(settings, rt, store=writer, events=rt.events)
@@ -420,9 +420,9 @@ async def health_monitor(
 async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> AsyncIterator[None]:
     """What is judged as data arrives, in the background: metric spikes against each
     series' own stored baseline (issue 7), and configuration drift of every VM."""
-    from virtwatch.core.drift import DriftWatcher
-    from virtwatch.core.spikes import spike_rules
-    from virtwatch.core.spikewatch import SpikeWatch
+    from virtwatch.core.triage.drift import DriftWatcher
+    from virtwatch.core.triage.spike_watch import SpikeWatch
+    from virtwatch.core.triage.spikes import spike_rules
     from virtwatch.storage.timeline import StoreRollupReader
 
     spikes = SpikeWatch(
@@ -690,7 +690,7 @@ async def _history_store(db: str | None) -> Store:
 
 
 def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter]:
-    from virtwatch.core.timeline import (
+    from virtwatch.core.triage.timeline import (
         TimelineFilter,
         Window,
         parse_kinds,
@@ -711,7 +711,7 @@ def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter
 
 async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
-    from virtwatch.core.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
+    from virtwatch.core.triage.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
     from virtwatch.storage.export import dump_export, redact_document
     from virtwatch.storage.timeline import TimelineQueries
 
@@ -763,8 +763,8 @@ async def run_export(args: argparse.Namespace) -> int:
 async def run_health(args: argparse.Namespace) -> int:
     """Every health check once, headless: a table (or --json) on stdout; the exit code is
     the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
-    from virtwatch.core.checks import CATALOGUE, runtime_checks, store_check
-    from virtwatch.core.health import (
+    from virtwatch.core.health.checks import CATALOGUE, runtime_checks, store_check
+    from virtwatch.core.health.monitor import (
         HealthMonitor,
         HealthRegistry,
         exit_code,

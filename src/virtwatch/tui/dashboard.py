@@ -16,11 +16,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.errors import Severity
-from virtwatch.core.history import MetricHistory
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import HostConnection
-from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.action_flow import CLEAR_AFTER_S, ActionFlow
 from virtwatch.tui.dialogs import (
     ConfirmScreen,

@@ -24,12 +24,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
-from virtwatch.core.details import DomainDetails
+from virtwatch.core.collect.details import DomainDetails
+from virtwatch.core.collect.history import MetricHistory, Point
 from virtwatch.core.errors import AppError
-from virtwatch.core.history import MetricHistory, Point
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import DomainSample
 from virtwatch.core.records import AuditRecord, DomainEvent, Outcome
-from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.action_flow import outcome_text
 from virtwatch.tui.format import (
     UNKNOWN,

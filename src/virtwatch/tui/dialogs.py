@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from virtwatch.core.reports import ErrorReport
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.tui.ports import VmAction, VmRef
 
 MAX_NAMED = 8

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from virtwatch.core.errors import Severity
-from virtwatch.core.reports import ErrorReport
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.tui.format import fmt_age
 from virtwatch.tui.pane import Pane
 from virtwatch.tui.state import error_key

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.config import Config, get_typed
-from virtwatch.core.connection import ConnectionSource
-from virtwatch.core.history import MetricHistory
 from virtwatch.core.hub import Hub
-from virtwatch.core.tasks import TaskRunner
-from virtwatch.core.uri import redact_uri
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.libvirt.uri import redact_uri
+from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.bindings import RunnerActions, StoredHistory
 from virtwatch.tui.ports import DetailsSource, TimelineSource

@@ -15,9 +15,9 @@ from textual import events
 from textual.containers import Vertical
 from textual.widget import Widget
 
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import DomainState, Snapshot
 from virtwatch.core.records import ConnectionState, HostConnection
-from virtwatch.core.reports import ErrorReport
 from virtwatch.tui.format import fmt_age, fmt_duration, fmt_kib, gauge
 
 GAUGE_WIDTH = 8

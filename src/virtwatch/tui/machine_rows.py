@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len
 
-from virtwatch.core.history import MetricHistory
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.model import DomainSample, DomainState, Snapshot
 from virtwatch.tui.ports import VmRef
 from virtwatch.tui.rows import (

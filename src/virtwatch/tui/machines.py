@@ -20,7 +20,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
-from virtwatch.core.history import MetricHistory
+from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.model import DomainSample, DomainState, Snapshot
 from virtwatch.tui.line_table import LineTable, RowId
 from virtwatch.tui.machine_rows import (

@@ -14,7 +14,7 @@ from textual.geometry import Region, Size
 from textual.strip import Strip
 from textual.widget import Widget
 
-from virtwatch.core.history import HOST, MetricHistory
+from virtwatch.core.collect.history import HOST, MetricHistory
 from virtwatch.core.model import Snapshot
 from virtwatch.tui.format import fmt_pct, sparkline
 from virtwatch.tui.pane import Pane

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from virtwatch.core.details import DomainDetails
+from virtwatch.core.collect.details import DomainDetails
 from virtwatch.core.records import AuditRecord, DomainEvent
 
 

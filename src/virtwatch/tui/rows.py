@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from virtwatch.core.history import io_rate
+from virtwatch.core.collect.history import io_rate
 from virtwatch.core.model import DomainSample, DomainState
 from virtwatch.tui.format import (
     UNKNOWN,

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from virtwatch.core.errors import Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import (
     AuditRecord,
@@ -20,7 +21,6 @@ from virtwatch.core.records import (
     HostConnection,
     TaskUpdate,
 )
-from virtwatch.core.reports import ErrorReport
 
 MAX_ERRORS = 500
 MAX_EVENTS = 1000

@@ -29,7 +29,7 @@ from textual.worker import Worker
 
 from virtwatch.core.errors import AppError, Severity
 from virtwatch.core.model import HostFacts
-from virtwatch.core.timeline import (
+from virtwatch.core.triage.timeline import (
     ZOOMS,
     EntryKind,
     TimelineEntry,

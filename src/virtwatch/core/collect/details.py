@@ -20,12 +20,11 @@ from typing import Any
 
 import libvirt
 
-from virtwatch.core.connection import ConnectionSource, is_connection_dead
+from virtwatch.core.collect.loader import DEFAULT_CACHE_SIZE, BatchFn, DataLoader
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.hub import Subscription
-from virtwatch.core.loader import DEFAULT_CACHE_SIZE, BatchFn, DataLoader
-from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.stats import (
+from virtwatch.core.libvirt.connection import ConnectionSource, is_connection_dead
+from virtwatch.core.libvirt.stats import (
     MAX_VCPUS,
     STATS_BALLOON,
     STATS_BLOCK,
@@ -38,7 +37,8 @@ from virtwatch.core.stats import (
     NetCounters,
     parse_record,
 )
-from virtwatch.core.uri import redact_uri
+from virtwatch.core.libvirt.uri import redact_uri
+from virtwatch.core.records import DomainEvent, EventKind
 
 TAGS_NS = "https://virtwatch.dev/xmlns/tags/1"
 EXTRA_GROUPS = (

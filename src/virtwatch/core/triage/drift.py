@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import libvirt
 
-from virtwatch.core.connection import ConnectionSource
 from virtwatch.core.errors import AppError, from_libvirt
 from virtwatch.core.hub import Hub
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.libvirt.uri import MASK, redact_text
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.uri import MASK, redact_text
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import (
     AuditRecord,
     ConnectionState,
@@ -25,7 +26,6 @@ from virtwatch.core.records import (
     HostConnection,
     Outcome,
 )
-from virtwatch.core.reports import ErrorReport
 
 
 class EntryKind(enum.StrEnum):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from virtwatch.core.libvirt.stats import BlockCounters, NetCounters
 from virtwatch.core.model import DiskIo, NetIo
-from virtwatch.core.stats import BlockCounters, NetCounters
 
 # ceilings above which a "rate" can only be a counter glitch (a reset that looks like growth)
 MAX_BYTES_PER_S = 1e12  # 1 TB/s: far above any disk or NIC a VM gets

@@ -25,26 +25,14 @@ from typing import Any
 import libvirt
 import psutil
 
+from virtwatch.core.collect.hostsample import HostSampler, LocalHostSampler, RemoteHostSampler
+from virtwatch.core.collect.rates import cpu_percent, disk_io, net_io
 from virtwatch.core.config import Config, config_error, get_typed
-from virtwatch.core.connection import ConnectionSource
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
-from virtwatch.core.hostsample import HostSampler, LocalHostSampler, RemoteHostSampler
-from virtwatch.core.model import (
-    DOMAIN_SAMPLE_FIELDS,
-    DiskIo,
-    DomainSample,
-    DomainState,
-    HostFacts,
-    HostSample,
-    MemorySource,
-    NetIo,
-    Snapshot,
-    domain_sample_of,
-)
-from virtwatch.core.rates import cpu_percent, disk_io, net_io
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.states import decode_state
-from virtwatch.core.stats import (
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.libvirt.states import decode_state
+from virtwatch.core.libvirt.stats import (
     STATS_BALLOON,
     STATS_BLOCK,
     STATS_CPU_TOTAL,
@@ -61,7 +49,19 @@ from virtwatch.core.stats import (
     rejected_groups,
     version_text,
 )
-from virtwatch.core.uri import driver_of, is_local, redact_uri
+from virtwatch.core.libvirt.uri import driver_of, is_local, redact_uri
+from virtwatch.core.model import (
+    DOMAIN_SAMPLE_FIELDS,
+    DiskIo,
+    DomainSample,
+    DomainState,
+    HostFacts,
+    HostSample,
+    MemorySource,
+    NetIo,
+    Snapshot,
+    domain_sample_of,
+)
 
 log = logging.getLogger(__name__)
 

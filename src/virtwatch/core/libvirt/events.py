@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 import libvirt
 
-from virtwatch.core.connection import ConnectionSource
 from virtwatch.core.errors import AppError, ErrorCode, from_libvirt
-from virtwatch.core.eventloop import LibvirtEventThread
+from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.uri import redact_uri
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.uri import redact_uri
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import threading
 
 import libvirt
 
-from virtwatch.core.process import prepare_libvirt
+from virtwatch.core.libvirt.process import prepare_libvirt
 
 
 class LibvirtEventThread:

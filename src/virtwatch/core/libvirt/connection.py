@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import libvirt
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
-from virtwatch.core.uri import MASK, redact_uri
+from virtwatch.core.libvirt.uri import MASK, redact_uri
 
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_CALL_TIMEOUT_S = 60.0  # a call's deadline unless its caller names one

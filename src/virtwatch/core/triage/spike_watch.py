@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
+from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.records import DomainEvent, EventKind
-from virtwatch.core.reports import ErrorReport
-from virtwatch.core.spikes import (
+from virtwatch.core.triage.spikes import (
     MinuteAggregate,
     SeriesJudge,
     SpikeEdge,

@@ -17,11 +17,9 @@ from typing import Protocol
 
 import libvirt
 
-from virtwatch.core.collector import Collector
-from virtwatch.core.connection import ConnectionSource
+from virtwatch.core.collect.collector import Collector
 from virtwatch.core.errors import AppError, as_app_error
-from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.health import (
+from virtwatch.core.health.monitor import (
     Check,
     CheckFn,
     CheckInfo,
@@ -31,10 +29,12 @@ from virtwatch.core.health import (
     judge,
     worst,
 )
+from virtwatch.core.libvirt.connection import ConnectionSource
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.uri import driver_of
 from virtwatch.core.model import DomainState, HostSample, Snapshot
 from virtwatch.core.records import HealthState
 from virtwatch.core.runtime import Runtime
-from virtwatch.core.uri import driver_of
 
 # name -> defaults. Units: % of capacity unless said; thresholds: warn, crit (higher = worse)
 CATALOGUE: tuple[CheckInfo, ...] = (

@@ -16,8 +16,13 @@ from typing import Any, NamedTuple, Protocol
 import libvirt
 import psutil
 
+from virtwatch.core.collect.rates import (
+    MAX_BYTES_PER_S,
+    MAX_EVENTS_PER_S,
+    busy_percent,
+    counter_rate,
+)
 from virtwatch.core.model import HostSample, MountUsage, Pressure
-from virtwatch.core.rates import MAX_BYTES_PER_S, MAX_EVENTS_PER_S, busy_percent, counter_rate
 
 PSI_ROOT = Path("/proc/pressure")
 SYS_NET = Path("/sys/class/net")

@@ -23,8 +23,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from virtwatch.core.config import config_error, get_typed
 from virtwatch.core.errors import AppError, ErrorCode, Severity, as_app_error, is_transient
+from virtwatch.core.incidents import ErrorReporter
 from virtwatch.core.records import TaskState, TaskUpdate
-from virtwatch.core.reporter import ErrorReporter
 
 T = TypeVar("T")
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 import libvirt
 
-from virtwatch.core.connection import Borrowed, ConnectionSource
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt, is_transient
-from virtwatch.core.eventloop import LibvirtEventThread
-from virtwatch.core.identity import Actor, current_actor
+from virtwatch.core.libvirt.connection import Borrowed, ConnectionSource
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.states import decode_state
 from virtwatch.core.model import DomainState
+from virtwatch.core.ops.identity import Actor, current_actor
+from virtwatch.core.ops.tasks import TaskHandle, TaskRunner
 from virtwatch.core.records import AuditRecord, Outcome
-from virtwatch.core.states import decode_state
-from virtwatch.core.tasks import TaskHandle, TaskRunner
 
 
 class Action(enum.StrEnum):

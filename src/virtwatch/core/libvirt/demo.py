@@ -8,7 +8,7 @@ from pathlib import Path
 
 def demo_fleet_path() -> Path:
     """The shipped fleet XML (a dozen VMs in mixed states) as a real file path."""
-    path = Path(str(resources.files("virtwatch.core").joinpath("data/demo-fleet.xml")))
+    path = Path(str(resources.files("virtwatch.core.libvirt").joinpath("data/demo-fleet.xml")))
     if not path.is_file():  # pragma: no cover - only when installed from a zip
         raise FileNotFoundError(path)
     return path

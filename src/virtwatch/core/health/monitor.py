@@ -23,8 +23,8 @@ from typing import Any
 
 from virtwatch.core.config import Config, config_error
 from virtwatch.core.errors import AppError, ErrorCode, as_app_error
+from virtwatch.core.ops.tasks import RetryPolicy, RunnerState, TaskRunner
 from virtwatch.core.records import HealthAlert, HealthResult, HealthState
-from virtwatch.core.tasks import RetryPolicy, RunnerState, TaskRunner
 
 log = logging.getLogger(__name__)
 

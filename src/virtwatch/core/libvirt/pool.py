@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import libvirt
 
 from virtwatch.core.config import config_error, get_typed
-from virtwatch.core.connection import (
+from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
+from virtwatch.core.libvirt.connection import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_OPEN_TIMEOUT_S,
     Borrowed,
@@ -36,10 +37,9 @@ from virtwatch.core.connection import (
     open_blocking,
     open_timeout_error,
 )
-from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
-from virtwatch.core.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.uri import redact_text, redact_uri
 from virtwatch.core.records import ConnectionState, HostConnection
-from virtwatch.core.uri import redact_text, redact_uri
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Collection: the collector's ticks, host samples, rates, history rings, per-VM details."""

@@ -1,0 +1,1 @@
+"""Health: the registry and monitor of checks, and the checks virtwatch runs."""

@@ -1,0 +1,1 @@
+"""libvirt access: the process-wide setup, connections and their pool, events, decoding."""

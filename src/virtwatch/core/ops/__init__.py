@@ -1,0 +1,1 @@
+"""Operations on VMs: background tasks with retries, verified actions, who acts."""

@@ -1,0 +1,1 @@
+"""Triage after the fact: the incident timeline, spike detection, config drift."""
