@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_tmux import BIN, tmux, wait_for
+from virtwatch.cli.compose import choose_host
 from virtwatch.core.libvirt.demo import demo_uri
-from virtwatch.tui.cli import choose_host
 
 pytestmark = pytest.mark.libvirt
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FleetFactory
+from virtwatch.cli.main import main
 from virtwatch.core.config import Config
 from virtwatch.core.health.checks import CATALOGUE, HostProbes, collector_probes, host_checks
 from virtwatch.core.health.monitor import HealthMonitor, HealthRegistry, health_settings
@@ -23,7 +24,6 @@ from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.queries import Queries
 from virtwatch.storage.store import Store
-from virtwatch.tui.cli import main
 
 pytestmark = pytest.mark.libvirt
 

@@ -17,13 +17,13 @@ from tests.integration.test_timeline_store import (
     records,
     samples,
 )
+from virtwatch.cli.main import main
 from virtwatch.core.hub import Hub
 from virtwatch.core.records import EventKind
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.store import Store
 from virtwatch.storage.writer import StoreWriter
-from virtwatch.tui.cli import main
 
 HOSTILE = "evil\x1b[2J\x1b[31m-vm"
 

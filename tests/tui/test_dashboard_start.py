@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FleetFactory
+from virtwatch.cli.compose import build_runtime, recording_after_start
 from virtwatch.core.config import Config
 from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
@@ -23,7 +24,6 @@ from virtwatch.core.runtime import HostConfig
 from virtwatch.storage.intake import store_intake
 from virtwatch.storage.rows import ms
 from virtwatch.tui.app import VirtwatchApp
-from virtwatch.tui.cli import build_runtime, recording_after_start
 from virtwatch.tui.factory import make_app
 
 pytestmark = pytest.mark.libvirt

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from virtwatch.cli.compose import hosts_from
+from virtwatch.cli.parser import build_parser
 from virtwatch.core.config import ConfigError, load_config
 from virtwatch.core.runtime import HostConfig
-from virtwatch.tui.cli import build_parser, hosts_from
 
 
 def parse(path: Path, text: str, *argv: str) -> list[HostConfig]:

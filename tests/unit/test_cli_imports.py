@@ -15,10 +15,12 @@ HEAVY = (
     "virtwatch.storage.timeline",
 )
 
-# parses one command line of every command, then names the HEAVY modules it loaded
+# imports the entry point (every command's module), parses one command line of every
+# command, then names the HEAVY modules it loaded
 PARSE_ALL = """
 import sys
-from virtwatch.tui.cli import build_parser
+import virtwatch.cli.main
+from virtwatch.cli.parser import build_parser
 
 parser = build_parser()
 for argv in (
@@ -52,7 +54,9 @@ DASHBOARD_BEFORE_PAINT = """
 import sys
 import virtwatch.storage.intake
 import virtwatch.tui.bindings
-import virtwatch.tui.cli
+import virtwatch.cli.commands.dashboard
+import virtwatch.cli.compose
+import virtwatch.cli.main
 import virtwatch.tui.factory
 import virtwatch.tui.settings
 print(" ".join(m for m in sys.argv[1:] if m in sys.modules) or "-")

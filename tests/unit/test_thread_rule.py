@@ -15,7 +15,7 @@ OWNERS = {"core/libvirt/connection.py", "core/libvirt/pool.py", "core/libvirt/ev
 ALLOWED = {
     ("storage/export.py", "asyncio.to_thread"): "file writes of an export",
     ("storage/retention.py", "asyncio.to_thread"): "the SQLite file's size",
-    ("tui/cli.py", "asyncio.to_thread"): "importing the store's modules off the loop",
+    ("cli/compose.py", "asyncio.to_thread"): "importing the store's modules off the loop",
 }
 THREAD_STARTERS = {
     "asyncio.to_thread",

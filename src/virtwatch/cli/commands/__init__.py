@@ -1,0 +1,1 @@
+"""One module per command: `run_*(args) -> exit code`."""

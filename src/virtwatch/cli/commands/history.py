@@ -1,0 +1,117 @@
+"""`virtwatch timeline` and `virtwatch export`: a window of recorded history."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from virtwatch import __version__
+from virtwatch.cli.parser import default_db_path
+from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.core.libvirt.uri import redact_text
+from virtwatch.storage.engine import db_url, sqlite_path
+
+# Each command imports the rest of what it needs itself: the dashboard paints its first
+# table without SQLAlchemy's migration tool, the export and timeline code, or Textual for
+# the commands without a screen (each costs a noticeable part of a second at start)
+if TYPE_CHECKING:
+    from virtwatch.core.triage.timeline import TimelineFilter, Window
+    from virtwatch.storage.store import Store
+
+
+async def _history_store(db: str | None) -> Store:
+    """The database to read history from: it must exist and be at the current schema."""
+    from virtwatch.storage.revision import HEAD_REVISION
+    from virtwatch.storage.store import Store
+
+    url = db_url(db or default_db_path())
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise AppError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"no database at {path}",
+            "pass --db, or run `virtwatch record` or the dashboard first",
+        )
+    store = await Store(url, run_migrations=False).open()
+    if store.revision != HEAD_REVISION:
+        await store.close()
+        raise AppError(
+            ErrorCode.DATABASE_ERROR,
+            f"the database is at schema revision {store.revision}, not {HEAD_REVISION}",
+            "run `virtwatch db upgrade` first",
+        )
+    return store
+
+
+def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter]:
+    from virtwatch.core.triage.timeline import (
+        TimelineFilter,
+        Window,
+        parse_kinds,
+        parse_severity,
+        parse_when,
+    )
+
+    now = time.time()
+    window = Window(parse_when(args.since, now), parse_when(args.until, now))
+    flt = TimelineFilter(
+        hosts=frozenset(args.host),
+        vms=frozenset(args.vm),
+        kinds=parse_kinds(getattr(args, "kind", [])),
+        min_severity=parse_severity(getattr(args, "severity", "info")),
+    )
+    return window, flt
+
+
+async def run_timeline(args: argparse.Namespace) -> int:
+    """The window's timeline from the database, oldest first (text, or --json)."""
+    from virtwatch.core.triage.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
+    from virtwatch.storage.export import dump_export, redact_document
+    from virtwatch.storage.timeline import TimelineQueries
+
+    window, flt = _window_and_filter(args)
+    store = await _history_store(args.db)
+    try:
+        result = await TimelineQueries(store).timeline(window, flt)
+    finally:
+        await store.close()
+    if args.json:
+        doc = {
+            "schema": "virtwatch.timeline",
+            "schema_version": TIMELINE_SCHEMA_VERSION,
+            "window": {"since": window.since, "until": window.until},
+            "filter": flt.to_dict(),
+            "truncated": result.truncated,
+            "entries": [entry_to_dict(e) for e in result.entries],
+        }
+        dump_export(redact_document(doc), sys.stdout)
+        return 0
+    print(f"# {len(result.entries)} entries, {flt.describe()}", flush=True)
+    for entry in result.entries:
+        print(redact_text(entry_line(entry)))
+    if result.truncated:
+        print("# truncated: narrow the window or the filter", file=sys.stderr)
+    return 0
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    """The window as one JSON document (schema in README), to --output or stdout, each
+    metric series written as soon as the database has it (never all of it in memory)."""
+    from virtwatch.storage.export import export_to, write_window
+
+    window, flt = _window_and_filter(args)
+    store = await _history_store(args.db)
+    by = f"virtwatch {__version__}"
+    try:
+        if args.output == "-":
+            await export_to(store, window, sys.stdout, flt, generated_by=by)
+        else:
+            path = Path(args.output)
+            words = await write_window(store, window, path, flt, generated_by=by)
+            print(f"virtwatch: wrote {path}: " + "; ".join(words), file=sys.stderr)
+    finally:
+        await store.close()
+    return 0

@@ -1,0 +1,62 @@
+"""`virtwatch`'s entry point: parse, run one command, turn any failure into one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from virtwatch.cli.commands.dashboard import run_dashboard
+from virtwatch.cli.commands.db import run_db
+from virtwatch.cli.commands.health import run_health
+from virtwatch.cli.commands.history import run_export, run_timeline
+from virtwatch.cli.commands.record import run_record
+from virtwatch.cli.commands.snapshot import run_snapshot
+from virtwatch.cli.commands.vm import run_vm
+from virtwatch.cli.parser import EXIT_FAILURE, build_parser
+from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
+from virtwatch.core.libvirt.uri import redact_text
+
+# Each command imports the rest of what it needs itself: the dashboard paints its first
+# table without SQLAlchemy's migration tool, the export and timeline code, or Textual for
+# the commands without a screen (each costs a noticeable part of a second at start)
+if TYPE_CHECKING:
+    pass
+
+
+def _fail(message: str) -> int:
+    print(f"virtwatch: {one_line(redact_text(message))}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "dashboard"
+    runner = {
+        "dashboard": run_dashboard,
+        "snapshot": run_snapshot,
+        "db": run_db,
+        "record": run_record,
+        "vm": run_vm,
+        "timeline": run_timeline,
+        "export": run_export,
+        "health": run_health,
+    }[command]
+    try:
+        return asyncio.run(runner(args))
+    except AppError as err:
+        return _fail(err.one_line())
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # the last line of defence: one line, never a traceback
+        if os.environ.get("VIRTWATCH_DEBUG"):
+            raise
+        bug = AppError(
+            ErrorCode.INTERNAL_ERROR,
+            f"unexpected {err.__class__.__name__}: {err}",
+            "this is a bug; rerun with VIRTWATCH_DEBUG=1 for a traceback and report it",
+            Severity.CRITICAL,
+        )
+        return _fail(bug.one_line())
