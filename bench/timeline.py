@@ -55,7 +55,7 @@ from virtwatch.core.triage.timeline import Window
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import write_window
 from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import StoreRollupReader, TimelineQueries
+from virtwatch.storage.timeline_queries import StoreRollupReader, TimelineQueries
 
 VM_METRICS = (
     "cpu_pct",

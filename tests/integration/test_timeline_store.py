@@ -53,7 +53,7 @@ from virtwatch.storage.minutes import rounded
 from virtwatch.storage.models import DomainEventRow, HostConnectionRow, Metric, MetricMinute
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import StoreRollupReader, TimelineQueries
+from virtwatch.storage.timeline_queries import StoreRollupReader, TimelineQueries
 from virtwatch.storage.writer import StoreWriter
 
 T0 = 1_795_000_000 - 1_795_000_000 % 3600  # an hour boundary

@@ -42,7 +42,7 @@ from virtwatch.storage.export import (
 )
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import StoreRollupReader, TimelineQueries
+from virtwatch.storage.timeline_queries import StoreRollupReader, TimelineQueries
 from virtwatch.storage.writer import StoreWriter
 
 pytestmark = pytest.mark.qemu

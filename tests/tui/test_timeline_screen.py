@@ -26,11 +26,11 @@ from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import StoreIncidents
 from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import StoreRollupReader
+from virtwatch.storage.timeline_queries import StoreRollupReader
 from virtwatch.storage.writer import StoreWriter
 from virtwatch.tui.app import VirtwatchApp
 from virtwatch.tui.detail import GRAPHS, Marker, Span, VmDetailScreen
-from virtwatch.tui.timeline import (
+from virtwatch.tui.timeline_screen import (
     MARK_COLOR,
     MomentDetailScreen,
     TimelineScreen,

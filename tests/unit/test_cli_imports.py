@@ -12,7 +12,7 @@ HEAVY = (
     "alembic",
     "textual",
     "virtwatch.storage.export",
-    "virtwatch.storage.timeline",
+    "virtwatch.storage.timeline_queries",
 )
 
 # imports the entry point (every command's module), parses one command line of every

@@ -53,7 +53,7 @@ STORE_MODULES = (
     "virtwatch.storage.queries",
     "virtwatch.storage.settings",
     "virtwatch.storage.store",
-    "virtwatch.storage.timeline",
+    "virtwatch.storage.timeline_queries",
     "virtwatch.storage.writer",
 )
 
@@ -179,7 +179,7 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
     from virtwatch.core.triage.drift import DriftWatcher
     from virtwatch.core.triage.spike_watch import SpikeWatch
     from virtwatch.core.triage.spikes import spike_rules
-    from virtwatch.storage.timeline import StoreRollupReader
+    from virtwatch.storage.timeline_queries import StoreRollupReader
 
     spikes = SpikeWatch(
         StoreRollupReader(store),

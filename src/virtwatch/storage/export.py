@@ -50,7 +50,7 @@ from virtwatch.storage.models import (
     HostConnectionRow,
 )
 from virtwatch.storage.store import Store
-from virtwatch.storage.timeline import TimelineQueries, TimelineResult
+from virtwatch.storage.timeline_queries import TimelineQueries, TimelineResult
 
 EXPORT_SCHEMA = "virtwatch.export"
 EXPORT_SCHEMA_VERSION = 2  # 2: metrics as columns (1: one [ts, count, sum, ...] per minute)

@@ -296,7 +296,7 @@ class VirtwatchApp(App[None]):
         )
 
     def action_timeline(self) -> None:
-        from virtwatch.tui.timeline import show_timeline  # the screen imports this module
+        from virtwatch.tui.timeline_screen import show_timeline  # the screen imports this module
 
         show_timeline(self, clock=self._clock)
 

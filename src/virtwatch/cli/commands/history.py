@@ -70,7 +70,7 @@ async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
     from virtwatch.core.triage.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
     from virtwatch.storage.export import dump_export, redact_document
-    from virtwatch.storage.timeline import TimelineQueries
+    from virtwatch.storage.timeline_queries import TimelineQueries
 
     window, flt = _window_and_filter(args)
     store = await _history_store(args.db)
