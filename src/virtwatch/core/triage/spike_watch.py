@@ -54,7 +54,7 @@ EdgeKey = tuple[str, str, str, str, int]
 
 
 class RollupReader(Protocol):
-    """What the detector needs from the store (storage/timeline.py implements it)."""
+    """What the detector needs from the store (storage/timeline_queries.py implements it)."""
 
     async def minute_watermarks(self) -> Mapping[str, int]:
         """Per host: minutes starting before this (epoch s) are rolled up and final."""

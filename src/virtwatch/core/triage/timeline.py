@@ -1,7 +1,7 @@
 """The incident timeline: one time-ordered stream of events, errors, health transitions,
 actions, spikes and config changes, with filters and hints that join likely causes.
 
-Pure over records: the store (storage/timeline.py) and the hub both hand records to the
+Pure over records: the store (storage/timeline_queries.py) and the hub both hand records to the
 `entry_from_*` builders; `build_timeline` orders, hints and filters them.
 """
 
