@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import libvirt
 
 from virtwatch.core.libvirt.eventloop import LibvirtEventThread
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 
 CONCURRENT = 200
 

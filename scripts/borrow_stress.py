@@ -29,7 +29,8 @@ from typing import Any
 import libvirt
 
 from virtwatch.core.errors import AppError
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.libvirt.process import prepare_libvirt
 
 Fn = Callable[[libvirt.virConnect], object]

@@ -26,7 +26,8 @@ from virtwatch.core.libvirt.connection import (
     is_dead_error,
     open_guarded,
 )
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 
 pytestmark = pytest.mark.libvirt
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,8 @@ from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.libvirt.connection import Borrowed, Credentials, SingleConnection, SourceState
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings, PoolStats
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings, PoolStats
 from virtwatch.core.records import ConnectionState, HostConnection
 from virtwatch.core.runtime import HostConfig, Runtime
 

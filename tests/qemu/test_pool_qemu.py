@@ -18,7 +18,8 @@ from tests.integration.test_pool import (
 )
 from tests.vms import QEMU_URI, VmFactory
 from virtwatch.core.hub import Hub
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.records import ConnectionState, HostConnection
 
 pytestmark = pytest.mark.qemu

@@ -21,7 +21,8 @@ import pytest
 from tests.vms import QEMU_URI, VmFactory
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub, Subscription
-from virtwatch.core.libvirt.pool import LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.model import Snapshot
 from virtwatch.core.ops.actions import Action, submit_action
 from virtwatch.core.records import ConnectionState, DomainEvent, Outcome

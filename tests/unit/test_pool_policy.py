@@ -20,7 +20,7 @@ from virtwatch.core.libvirt.connection import (
     effective_uri,
     is_dead_error,
 )
-from virtwatch.core.libvirt.pool import PoolSettings, backoff_delay, host_state, percentile
+from virtwatch.core.libvirt.pool_policy import PoolSettings, backoff_delay, host_state, percentile
 from virtwatch.core.records import ConnectionState
 from virtwatch.core.runtime import HostConfig
 

@@ -25,7 +25,7 @@ from virtwatch.core.libvirt.connection import (
     probe_uri,
 )
 from virtwatch.core.libvirt.demo import demo_uri
-from virtwatch.core.libvirt.pool import PoolSettings
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.libvirt.uri import redact_uri
 from virtwatch.core.ops.tasks import task_settings
 from virtwatch.core.runtime import HostConfig, Runtime

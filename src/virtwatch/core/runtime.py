@@ -19,9 +19,11 @@ from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport, ErrorReporter, ReporterSettings
 from virtwatch.core.libvirt.connection import Credentials, SourceState
+from virtwatch.core.libvirt.dedicated import DedicatedConnection
 from virtwatch.core.libvirt.eventloop import LibvirtEventThread
 from virtwatch.core.libvirt.events import DomainEventStream
-from virtwatch.core.libvirt.pool import DedicatedConnection, LibvirtPool, PoolSettings
+from virtwatch.core.libvirt.pool import LibvirtPool
+from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.libvirt.process import prepare_libvirt
 from virtwatch.core.libvirt.uri import redact_uri
 from virtwatch.core.ops.tasks import TaskRunner, TaskSettings

@@ -11,22 +11,17 @@ import collections
 import contextlib
 import itertools
 import logging
-import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
-from virtwatch.core.config import config_error, get_typed
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.libvirt.connection import (
-    DEFAULT_CALL_TIMEOUT_S,
-    DEFAULT_OPEN_TIMEOUT_S,
     Borrowed,
     Credentials,
     Guard,
@@ -38,8 +33,19 @@ from virtwatch.core.libvirt.connection import (
     open_timeout_error,
 )
 from virtwatch.core.libvirt.eventloop import LibvirtEventThread
+from virtwatch.core.libvirt.pool_policy import (
+    PoolSettings,
+    PoolStats,
+    _same_figures,
+    backoff_delay,
+    host_state,
+    percentile,
+)
 from virtwatch.core.libvirt.uri import redact_text, redact_uri
 from virtwatch.core.records import ConnectionState, HostConnection
+
+if TYPE_CHECKING:
+    from virtwatch.core.libvirt.dedicated import DedicatedConnection
 
 log = logging.getLogger(__name__)
 
@@ -52,159 +58,7 @@ _CLOSE_REASONS = {0: "an error", 1: "end of file", 2: "a keepalive timeout", 3: 
 # --- settings -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PoolSettings:
-    """How a pool sizes, times out and heals. TOML: the `[pool]` section, keys without
-    the `_s` suffix (`acquire_timeout = 30`)."""
-
-    min_size: int = 2  # connections kept open, dedicated ones included
-    max_size: int = 10  # connections ever open to this host, dedicated ones included
-    acquire_timeout_s: float = 30.0
-    idle_timeout_s: float = 60.0  # idle shared connections above min_size close after this
-    open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
-    call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S  # a call without its own deadline
-    check_after_idle_s: float = 5.0  # a connection idle this long is probed before lending
-    check_timeout_s: float = 5.0  # a probe (isAlive + getLibVersion) slower than this fails
-    health_interval_s: float = 30.0  # idle connections are probed this often
-    keepalive_interval_s: int = 5  # libvirt keepalive: a ping every N s ...
-    keepalive_count: int = 3  # ... and the connection is dead after N unanswered
-    close_grace_s: float = 10.0  # close() waits this long for borrowed connections
-    reconnect_initial_s: float = 0.25  # first retry after a failure ...
-    reconnect_max_s: float = 4.0  # ... doubling up to this (with jitter)
-    down_retry_s: float = 60.0  # retry interval after a non-transient failure (auth)
-    stats_interval_s: float = 5.0  # PoolStats published at least this often
-
-    def __post_init__(self) -> None:
-        _check_settings(self, None)
-
-    @classmethod
-    def from_mapping(cls, section: Mapping[str, Any], path: Path | None = None) -> PoolSettings:
-        """Parse a `[pool]` table; unknown keys and bad values name the exact key."""
-        known = {_toml_key(f.name): f for f in fields(cls)}
-        for key in section:
-            if key not in known:
-                raise config_error(
-                    f"pool.{key}", f"unknown key (known: {', '.join(sorted(known))})", path
-                )
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for key, f in known.items():
-            default = getattr(defaults, f.name)
-            low, high = _RANGES.get(f.name, (0.0, None))
-            values[f.name] = get_typed(
-                section, key, default, prefix="pool", minimum=low, maximum=high, path=path
-            )
-        settings = cls.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(settings, name, value)
-        _check_settings(settings, path)
-        return settings
-
-
-_RANGES: dict[str, tuple[float, float | None]] = {
-    "min_size": (0, 1000),
-    "max_size": (1, 1000),
-    "acquire_timeout_s": (0.001, None),
-    "idle_timeout_s": (0.001, None),
-    "open_timeout_s": (0.001, None),
-    "call_timeout_s": (0.001, None),
-    "check_timeout_s": (0.001, None),
-    "health_interval_s": (0.001, None),
-    "keepalive_interval_s": (1, None),
-    "keepalive_count": (1, None),
-    "reconnect_initial_s": (0.001, None),
-    "reconnect_max_s": (0.001, None),
-    "down_retry_s": (0.001, None),
-    "stats_interval_s": (0.001, None),
-}
-
-
-def _toml_key(field_name: str) -> str:
-    return field_name.removesuffix("_s")
-
-
-def _check_settings(s: PoolSettings, path: Path | None) -> None:
-    for name, (low, high) in _RANGES.items():
-        value = getattr(s, name)
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low:g}" if value < low else f"at most {high:g}"
-            raise config_error(f"pool.{_toml_key(name)}", f"must be {bound}, got {value!r}", path)
-    if s.min_size > s.max_size:
-        raise config_error(
-            "pool.min_size", f"must not exceed pool.max_size ({s.max_size}), got {s.min_size}", path
-        )
-    if s.reconnect_initial_s > s.reconnect_max_s:
-        raise config_error(
-            "pool.reconnect_initial",
-            f"must not exceed pool.reconnect_max ({s.reconnect_max_s:g})",
-            path,
-        )
-
-
 # --- records and pure policy ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PoolStats:
-    """One pool's figures at `at`; published on the hub for the UI and health checks."""
-
-    host: str
-    uri: str  # redacted
-    state: SourceState
-    size: int  # open connections to the host: shared and dedicated
-    idle: int
-    in_use: int  # shared connections lent out (or being probed)
-    dedicated: int  # slots reserved by dedicated connections: shared cap = max - this
-    dedicated_open: int  # of which open now
-    opening: int
-    waiters: int
-    min_size: int
-    max_size: int
-    created: int
-    destroyed: int
-    failures: int  # failed opens, failed probes, connections lost
-    timeouts: int  # acquires that gave up
-    acquire_wait_p50_s: float | None
-    acquire_wait_p99_s: float | None
-    at: float
-
-
-def backoff_delay(
-    attempt: int, *, initial_s: float, max_s: float, rand: float, jitter: float = 0.5
-) -> float:
-    """Seconds before retry number `attempt` (1-based): `initial_s * 2**(attempt-1)` capped
-    at `max_s`, then shortened by up to `jitter` of itself (`rand` in [0, 1)) so that
-    several connections (or several virtwatch instances) do not retry in lock-step."""
-    exponent = min(max(attempt, 1) - 1, 64)
-    base = min(max_s, initial_s * 2.0**exponent)
-    return base * (1.0 - jitter * min(max(rand, 0.0), 1.0))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (`q` in [0, 100]) of `values`; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def host_state(
-    *, closed: bool, live: int, ever_connected: bool, outage: bool, down: bool
-) -> ConnectionState:
-    """A host's connection state from what its pool knows.
-
-    `outage`: a connection was lost or an open failed and nothing has opened since;
-    `down`: the last failure will not heal by itself (bad credentials, bad URI)."""
-    if closed:
-        return ConnectionState.CLOSED
-    if live == 0:
-        if down:
-            return ConnectionState.DOWN
-        if outage or ever_connected:
-            return ConnectionState.RECONNECTING
-        return ConnectionState.CONNECTING
-    return ConnectionState.DEGRADED if outage else ConnectionState.CONNECTED
 
 
 # --- internals ------------------------------------------------------------------------
@@ -1170,6 +1024,8 @@ class LibvirtPool:
                 "and one must stay shared",
                 "raise [pool] max_size",
             )
+        from virtwatch.core.libvirt.dedicated import DedicatedConnection  # it imports us
+
         dedicated = DedicatedConnection(self, name)
         self._dedicated[name] = dedicated
         self._changed()
@@ -1228,209 +1084,3 @@ class LibvirtPool:
         self._last_stats = stats
         if self._publish is not None:
             self._publish(stats)
-
-
-def _same_figures(a: PoolStats, b: PoolStats) -> bool:
-    return {f.name: getattr(a, f.name) for f in fields(a) if f.name != "at"} == {
-        f.name: getattr(b, f.name) for f in fields(b) if f.name != "at"
-    }
-
-
-class DedicatedConnection:
-    """One connection of a pool reserved for one consumer (a `ConnectionSource`).
-
-    Opened on first use; after libvirtd drops it, reopened in the background with the
-    pool's backoff, and `add_open_listener` functions run again before it is used.
-    While the host is down, `connection()` fails at once with the outage's error."""
-
-    def __init__(self, pool: LibvirtPool, name: str) -> None:
-        self._pool = pool
-        self.name = name
-        self._state = SourceState.UNOPENED
-        self._entry: _Entry | None = None
-        self._lock = asyncio.Lock()
-        self._lost_event = asyncio.Event()
-        self._keeper: asyncio.Task[None] | None = None
-        self._open_listeners: list[Listener] = []
-        self._close_listeners: list[Listener] = []
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.users = 0
-        self.opens = 0
-        self.wanted = False  # used at least once: the pool keeps it open from then on
-        self.opened_at: float | None = None
-
-    @property
-    def uri(self) -> str:
-        return self._pool.uri
-
-    @property
-    def read_only(self) -> bool:
-        return self._pool.read_only
-
-    @property
-    def state(self) -> SourceState:
-        return self._state
-
-    @property
-    def live(self) -> bool:
-        e = self._entry
-        return e is not None and not e.dead and not e.closed and not e.suspect
-
-    def __repr__(self) -> str:
-        return f"<DedicatedConnection {self.name} {redact_uri(self.uri)} {self._state}>"
-
-    def add_open_listener(self, fn: Listener) -> None:
-        """Call `fn(conn)` in a worker thread after each (re)open, before the connection
-        is handed out: event callbacks re-register here after a reconnect."""
-        self._open_listeners.append(fn)
-
-    def add_close_listener(self, fn: Listener) -> None:
-        """Call `fn(conn)` in a worker thread before a live connection is closed on
-        purpose (deregister event callbacks here)."""
-        self._close_listeners.append(fn)
-
-    def _check_usable(self) -> None:
-        if self._state in (SourceState.CLOSING, SourceState.CLOSED):
-            raise _misuse(f"dedicated connection '{self.name}' is {self._state}")
-        self._pool._check_open()
-
-    async def open(self) -> DedicatedConnection:
-        """Open now rather than on first use."""
-        await self._ensure()
-        return self
-
-    async def _ensure(self) -> _Entry:
-        self._check_usable()
-        self.wanted = True
-        if self.live:
-            assert self._entry is not None
-            return self._entry
-        async with self._lock:
-            self._check_usable()
-            if self.live:
-                assert self._entry is not None
-                return self._entry
-            self._drop()
-            try:
-                entry = await self._pool._open_entry(self)
-            except AppError:
-                self._start_keeper()
-                raise
-            if self._state in (SourceState.CLOSING, SourceState.CLOSED):
-                self._pool._destroy(entry)
-                raise _misuse(f"dedicated connection '{self.name}' is {self._state}")
-            self._entry = entry
-            self._state = SourceState.OPEN
-            self.opens += 1
-            self.opened_at = time.time()
-            self._lost_event.clear()
-            self._pool._update_link()
-            self._pool._changed()
-            self._start_keeper()
-            return entry
-
-    def _drop(self) -> None:
-        """Detach the current entry; close it now, or when its last user is done."""
-        entry, self._entry = self._entry, None
-        if entry is not None and not entry.closed:
-            if entry.users:
-                entry.retired = True
-            else:
-                self._pool._destroy(entry)
-
-    def _lost(self, entry: _Entry) -> None:
-        if entry is self._entry:
-            self._lost_event.set()
-            self._drop()
-
-    def _start_keeper(self) -> None:
-        if self._keeper is None or self._keeper.done():
-            self._keeper = asyncio.create_task(
-                self._keep(), name=f"pool:{self._pool.host}:{self.name}"
-            )
-
-    async def _keep(self) -> None:
-        """Reopen after death (with the pool's backoff); probe while idle."""
-        interval = self._pool.settings.health_interval_s
-        while self._state is SourceState.OPEN or self._state is SourceState.UNOPENED:
-            if self._pool.state is not SourceState.OPEN:
-                return
-            if self.live:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval):
-                        await self._lost_event.wait()
-                entry = self._entry
-                if (
-                    self.live
-                    and entry is not None
-                    and self.users == 0
-                    and time.monotonic() - entry.last_checked >= interval
-                ):
-                    await self._pool._probe(entry)
-                continue
-            await self._pool._wait_turn()
-            with contextlib.suppress(AppError):
-                await self._ensure()
-            if not self.live:
-                await asyncio.sleep(0)  # the pool's backoff paces the next try
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[Borrowed]:
-        entry = await self._ensure()
-        self.users += 1
-        entry.users += 1
-        self._idle.clear()
-        borrowed = self._pool._lend(entry)
-        try:
-            yield borrowed
-        except BaseException as exc:
-            if is_dead_error(exc) and not entry.dead:
-                self._pool._mark_lost(entry, "a call failed: the connection is closed")
-            raise
-        finally:
-            borrowed.end()
-            entry.last_used = time.monotonic()
-            entry.users -= 1
-            self.users -= 1
-            if (
-                entry.users == 0
-                and (entry.dead or entry.retired or entry.suspect)
-                and not entry.closed
-            ):
-                if entry is self._entry:
-                    self._entry = None
-                self._pool._destroy(entry)
-            if self.users == 0:
-                self._idle.set()
-                self._pool._drained.set()
-
-    async def close(self) -> None:
-        """Wait (up to the pool's close grace) for users, then close; frees its slot."""
-        await self._shutdown(grace_s=self._pool.settings.close_grace_s)
-
-    async def _shutdown(self, *, grace_s: float) -> None:
-        if self._state is SourceState.CLOSED:
-            return
-        self._state = SourceState.CLOSING
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-            self._keeper = None
-        if self.users and grace_s > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace_s):
-                    await self._idle.wait()
-        entry, self._entry = self._entry, None
-        if entry is not None and not entry.closed:
-            if entry.users:
-                entry.retired = True  # closed by the last user on its way out
-            else:
-                if self._close_listeners and not entry.dead:
-                    with contextlib.suppress(Exception):
-                        await self._pool._run_listeners(entry, self._close_listeners)
-                self._pool._destroy(entry)
-        self._state = SourceState.CLOSED
-        self._pool._forget_dedicated(self)
-        self._pool._update_link()
