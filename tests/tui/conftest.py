@@ -13,9 +13,10 @@ import pytest
 from tests.canned import NOW
 from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.hub import Hub
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, DomainEvent
 from virtwatch.tui.app import VirtwatchApp
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 
 
 def frozen() -> float:
@@ -31,9 +32,9 @@ async def settle(pilot: Any, rounds: int = 4) -> None:
 class RecordingSink:
     """An ActionSink that remembers every request."""
 
-    requests: list[tuple[VmAction, list[VmRef]]] = field(default_factory=list)
+    requests: list[tuple[Action, list[VmRef]]] = field(default_factory=list)
 
-    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def request(self, action: Action, targets: Sequence[VmRef]) -> None:
         self.requests.append((action, list(targets)))
 
 

@@ -16,15 +16,16 @@ from tests.canned import (
     second_host_snapshot,
 )
 from virtwatch.core.hub import Hub
+from virtwatch.core.ops.actions import Action
 from virtwatch.tui.app import VirtwatchApp
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 from virtwatch.tui.settings import UiSettings
 
 Scene = Callable[[Pilot[Any]], Awaitable[None]]
 
 
 class _NoActions:
-    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def request(self, action: Action, targets: Sequence[VmRef]) -> None:
         """The scenes only look: nothing is sent anywhere."""
 
 

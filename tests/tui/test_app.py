@@ -37,6 +37,7 @@ from tests.tui.conftest import (
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
 from virtwatch.core.runtime import HostConfig, Runtime
 from virtwatch.tui.app import VirtwatchApp
@@ -46,7 +47,7 @@ from virtwatch.tui.dialogs import ConfirmScreen, ErrorRecordScreen, QuitScreen, 
 from virtwatch.tui.header import HostHeaders
 from virtwatch.tui.help import HelpScreen
 from virtwatch.tui.machines import MachineTable
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 from virtwatch.tui.settings import UiSettings
 from virtwatch.tui.tasks import TasksScreen
 
@@ -315,7 +316,7 @@ async def test_confirmed_shutdown_reaches_the_core_and_progress_shows_in_place(
         await pilot.press("d", "y")
         await settle(pilot)
         web01 = VmRef(HOST, WEB01, "web-01")
-        assert sink.requests == [(VmAction.SHUTDOWN, [web01])]
+        assert sink.requests == [(Action.SHUTDOWN, [web01])]
         assert rows_by_name(table)["web-01"][3] == "running ⟳ shutdown requested"
         upd = TaskUpdate(
             "a-1", "shutdown web-01", "action.shutdown", TaskState.RETRYING, 1, 3, NOW,
@@ -348,7 +349,7 @@ async def test_start_needs_no_confirmation(make_app: AppFactory, sink: Recording
         await settle(pilot)
         assert isinstance(app.screen, DashboardScreen)
         assert [(a, [t.name for t in ts]) for a, ts in sink.requests] == [
-            (VmAction.START, ["backup"])
+            (Action.START, ["backup"])
         ]
 
 
@@ -380,7 +381,7 @@ async def test_force_off_of_marked_vms_asks_to_type_the_count(
         assert isinstance(app.screen, DashboardScreen)
         assert len(sink.requests) == 1
         action, targets = sink.requests[0]
-        assert action is VmAction.FORCE_OFF
+        assert action is Action.FORCE_OFF
         assert sorted(t.name for t in targets) == ["cache-01", "web-01", "web-02"]
         assert table.marked == set()  # marks are cleared once the action is sent
 
@@ -469,7 +470,7 @@ async def test_per_host_read_only_refuses_that_hosts_vms(
         await pilot.press("s")
         await settle(pilot)
         assert [(a, [(t.host, t.name) for t in ts]) for a, ts in sink.requests] == [
-            (VmAction.START, [(HOST, "web-01")])
+            (Action.START, [(HOST, "web-01")])
         ]
         assert any("hv-08 is read-only" in str(n.message) for n in app._notifications)
 
@@ -576,7 +577,7 @@ async def test_detail_actions_confirm_and_reach_the_core(
         await settle(pilot)
         assert isinstance(app.screen, VmDetailScreen)
         assert [(a, [t.name for t in ts]) for a, ts in sink.requests] == [
-            (VmAction.PAUSE, ["web-02"])
+            (Action.PAUSE, ["web-02"])
         ]
 
 

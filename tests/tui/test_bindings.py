@@ -15,6 +15,7 @@ from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.libvirt.connection import SingleConnection
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
 from virtwatch.core.runtime import HostConfig, Runtime
@@ -23,7 +24,7 @@ from virtwatch.storage.queries import Queries
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
 from virtwatch.tui.bindings import DetailsService, RunnerActions, StoredHistory
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 
 
 async def wait_for_audit(seen: list[object], n: int) -> list[AuditRecord]:
@@ -44,10 +45,10 @@ async def test_runner_actions_start_a_vm_and_audit_it(make_fleet: FleetFactory) 
         async with TaskRunner(seen.append) as runner:
             sink = RunnerActions(runner, {"lab": source}, seen.append)
             sink.request(
-                VmAction.START,
+                Action.START,
                 [VmRef("lab", "u1", "vm-0000"), VmRef("lab", "u2", "vm-0001")],
             )
-            sink.request(VmAction.PAUSE, [VmRef("elsewhere", "u9", "vm-0002")])
+            sink.request(Action.PAUSE, [VmRef("elsewhere", "u9", "vm-0002")])
             audits = await wait_for_audit(seen, 2)
     finally:
         await source.close()

@@ -99,6 +99,16 @@ def test_cli_names_round_trip() -> None:
         assert Action.from_cli(action.cli_name) is action
 
 
+def test_labels_and_which_actions_interrupt_the_guest() -> None:
+    assert Action.FORCE_OFF.label == "force off"
+    assert {a for a in Action if a.destructive} == {
+        Action.SHUTDOWN,
+        Action.FORCE_OFF,
+        Action.REBOOT,
+        Action.PAUSE,
+    }
+
+
 def test_timeouts_per_action() -> None:
     t = ActionTimeouts()
     assert t.wait_for(Action.SHUTDOWN) == t.shutdown_s

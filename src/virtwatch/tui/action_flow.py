@@ -10,9 +10,10 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
 from virtwatch.tui.format import fmt_duration
-from virtwatch.tui.ports import ActionSink, VmAction, VmRef
+from virtwatch.tui.ports import ActionSink, VmRef
 
 CLEAR_AFTER_S = 15.0
 
@@ -54,7 +55,7 @@ def outcome_text(record: AuditRecord) -> tuple[str, str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    action: VmAction
+    action: Action
     ref: VmRef
     at: float
 
@@ -92,7 +93,7 @@ class ActionFlow:
         ok = [t for t in targets if not self.read_only and t.host not in self.read_only_hosts]
         return ok, [t for t in targets if t not in ok]
 
-    def submit(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def submit(self, action: Action, targets: Sequence[VmRef]) -> None:
         """Hand a confirmed action to the core and mark the rows as requested."""
         if self.sink is None or not targets:
             return

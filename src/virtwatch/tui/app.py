@@ -20,6 +20,7 @@ from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import (
     AuditRecord,
     DomainEvent,
@@ -43,7 +44,6 @@ from virtwatch.tui.ports import (
     SeriesSource,
     TaskControl,
     TimelineSource,
-    VmAction,
 )
 from virtwatch.tui.settings import REFRESH_CHOICES, UiSettings, save_ui_settings
 from virtwatch.tui.state import DashboardState
@@ -386,7 +386,7 @@ class VirtwatchApp(App[None]):
                 screen.action_toggle_maximize,
             )
             if not self.flow.read_only:
-                for action in VmAction:
+                for action in Action:
                     yield SystemCommand(
                         f"VM: {action.label}",
                         "On the marked VMs, or the one under the cursor",

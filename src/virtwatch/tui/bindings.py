@@ -19,7 +19,7 @@ from virtwatch.core.libvirt.connection import ConnectionSource
 from virtwatch.core.ops.actions import Action, submit_action
 from virtwatch.core.ops.tasks import TaskRunner
 from virtwatch.core.records import AuditRecord, DomainEvent
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 
 if TYPE_CHECKING:  # the dashboard paints before it loads SQLAlchemy
     from virtwatch.storage.queries import Queries
@@ -38,7 +38,7 @@ class RunnerActions:
         self._sources = sources
         self._publish = publish
 
-    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def request(self, action: Action, targets: Sequence[VmRef]) -> None:
         for t in targets:
             source = self._sources.get(t.host)
             if source is None:
@@ -58,7 +58,7 @@ class RunnerActions:
             submit_action(
                 self._runner,
                 source,
-                Action(action.value),
+                action,
                 t.name,
                 host=t.host,
                 publish=self._publish,

@@ -20,6 +20,7 @@ from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.errors import Severity
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import Snapshot
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import HostConnection
 from virtwatch.tui.action_flow import CLEAR_AFTER_S, ActionFlow
 from virtwatch.tui.dialogs import (
@@ -34,7 +35,7 @@ from virtwatch.tui.health import HealthPane
 from virtwatch.tui.machines import MachineTable
 from virtwatch.tui.pane import Pane
 from virtwatch.tui.performance import PerformancePane
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 from virtwatch.tui.state import DashboardState
 
 # columns: below this the side panes go under the table, which then has the whole
@@ -255,7 +256,7 @@ class DashboardScreen(Screen[None]):
     def on_machine_table_action_requested(self, event: MachineTable.ActionRequested) -> None:
         self.request_action(event.action, event.targets)
 
-    def request_action(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def request_action(self, action: Action, targets: Sequence[VmRef]) -> None:
         """Confirm when the action is destructive, then hand it to the core."""
         ok, refused = self.flow.allowed(targets)
         if refused:

@@ -29,6 +29,7 @@ from virtwatch.core.collect.history import MetricHistory, Point
 from virtwatch.core.errors import AppError
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import DomainSample
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, DomainEvent, Outcome
 from virtwatch.tui.action_flow import outcome_text
 from virtwatch.tui.format import (
@@ -39,7 +40,7 @@ from virtwatch.tui.format import (
     fmt_pct,
     fmt_rate,
 )
-from virtwatch.tui.ports import DetailsSource, SeriesSource, TimelineSource, VmAction, VmRef
+from virtwatch.tui.ports import DetailsSource, SeriesSource, TimelineSource, VmRef
 from virtwatch.tui.rows import uptime_text
 
 
@@ -347,7 +348,7 @@ class VmDetailScreen(Screen[None]):
         events: Callable[[], Sequence[DomainEvent]],
         audit: Callable[[], Sequence[AuditRecord]],
         errors: Callable[[], Sequence[ErrorReport]],
-        request_action: Callable[[VmAction, Sequence[VmRef]], None] | None = None,
+        request_action: Callable[[Action, Sequence[VmRef]], None] | None = None,
         series_source: SeriesSource | None = None,
         timeline: TimelineSource | None = None,
         details: DetailsSource | None = None,
@@ -540,7 +541,7 @@ class VmDetailScreen(Screen[None]):
 
     def action_vm(self, action: str) -> None:
         if self._request_action is not None:
-            self._request_action(VmAction(action), [self.ref])
+            self._request_action(Action(action), [self.ref])
 
     def action_close(self) -> None:
         self.dismiss(None)

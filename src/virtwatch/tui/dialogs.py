@@ -16,7 +16,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from virtwatch.core.incidents import ErrorReport
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.core.ops.actions import Action
+from virtwatch.tui.ports import VmRef
 
 MAX_NAMED = 8
 
@@ -39,18 +40,18 @@ def targets_text(targets: Sequence[VmRef]) -> Text:
     return text
 
 
-def confirm_text(action: VmAction, targets: Sequence[VmRef]) -> Text:
+def confirm_text(action: Action, targets: Sequence[VmRef]) -> Text:
     n = len(targets)
     what = "this VM" if n == 1 else f"these {n} VMs"
     text = Text(f"{action.label.capitalize()} {what}?\n\n")
     text.append_text(targets_text(targets))
-    if action is VmAction.FORCE_OFF:
+    if action is Action.FORCE_OFF:
         text.append("\n\nForce off cuts the power: unsaved guest data is lost.", style="yellow")
     return text
 
 
-def needs_typed_count(action: VmAction, targets: Sequence[VmRef]) -> bool:
-    return action is VmAction.FORCE_OFF and len(targets) > 1
+def needs_typed_count(action: Action, targets: Sequence[VmRef]) -> bool:
+    return action is Action.FORCE_OFF and len(targets) > 1
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -61,7 +62,7 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, action: VmAction, targets: Sequence[VmRef]) -> None:
+    def __init__(self, action: Action, targets: Sequence[VmRef]) -> None:
         super().__init__(classes="dialog-screen")
         self.action_kind = action
         self.targets = list(targets)
@@ -91,7 +92,7 @@ class TypeCountScreen(ModalScreen[bool]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
-        self, action: VmAction, targets: Sequence[VmRef], *, cursor_blink: bool = True
+        self, action: Action, targets: Sequence[VmRef], *, cursor_blink: bool = True
     ) -> None:
         super().__init__(classes="dialog-screen")
         self.action_kind = action

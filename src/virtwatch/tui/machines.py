@@ -22,6 +22,7 @@ from textual.message import Message
 
 from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.model import DomainSample, DomainState, Snapshot
+from virtwatch.core.ops.actions import Action
 from virtwatch.tui.line_table import LineTable, RowId
 from virtwatch.tui.machine_rows import (
     DEFAULT_STALE_AFTER_S,
@@ -30,7 +31,7 @@ from virtwatch.tui.machine_rows import (
     Row,
     row_key,
 )
-from virtwatch.tui.ports import VmAction, VmRef
+from virtwatch.tui.ports import VmRef
 from virtwatch.tui.rows import ALL_COLUMNS, COLUMN_INDEX, SORTABLE, Cells, Column
 
 STATE_STYLE = {
@@ -88,7 +89,7 @@ class MachineTable(LineTable):
     class ActionRequested(Message):
         """An action key on the marked VMs (or the one under the cursor)."""
 
-        def __init__(self, action: VmAction, targets: list[VmRef]) -> None:
+        def __init__(self, action: Action, targets: list[VmRef]) -> None:
             super().__init__()
             self.action = action
             self.targets = targets
@@ -320,7 +321,7 @@ class MachineTable(LineTable):
     def action_vm(self, action: str) -> None:
         targets = self.targets()
         if targets:
-            self.post_message(self.ActionRequested(VmAction(action), targets))
+            self.post_message(self.ActionRequested(Action(action), targets))
 
     def action_toggle_mark(self) -> None:
         key = self._key_at_cursor()

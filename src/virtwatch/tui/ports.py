@@ -7,33 +7,13 @@ these calls: they arrive on the hub (TaskUpdate, AuditRecord, ErrorReport).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from virtwatch.core.collect.details import DomainDetails
+from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, DomainEvent
-
-
-class VmAction(enum.StrEnum):
-    """The lifecycle actions, named as the audit log names them."""
-
-    START = "start"
-    SHUTDOWN = "shutdown"
-    FORCE_OFF = "force_off"
-    REBOOT = "reboot"
-    PAUSE = "pause"
-    RESUME = "resume"
-
-    @property
-    def label(self) -> str:
-        return self.value.replace("_", " ")
-
-    @property
-    def destructive(self) -> bool:
-        """Interrupts what the guest is doing: asks for a confirmation."""
-        return self in (VmAction.SHUTDOWN, VmAction.FORCE_OFF, VmAction.REBOOT, VmAction.PAUSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +28,7 @@ class VmRef:
 class ActionSink(Protocol):
     """Starts lifecycle actions in the background; progress arrives on the hub."""
 
-    def request(self, action: VmAction, targets: Sequence[VmRef]) -> None: ...
+    def request(self, action: Action, targets: Sequence[VmRef]) -> None: ...
 
 
 class TaskControl(Protocol):

@@ -30,6 +30,8 @@ from virtwatch.core.records import AuditRecord, Outcome
 
 
 class Action(enum.StrEnum):
+    """The lifecycle actions, named as the audit log names them."""
+
     START = "start"
     SHUTDOWN = "shutdown"  # ACPI power button: the guest decides
     FORCE_OFF = "force_off"  # virDomainDestroy: pulls the plug
@@ -44,6 +46,16 @@ class Action(enum.StrEnum):
     @classmethod
     def from_cli(cls, name: str) -> Action:
         return cls(name.replace("-", "_"))
+
+    @property
+    def label(self) -> str:
+        """The name in prose: "force off"."""
+        return self.value.replace("_", " ")
+
+    @property
+    def destructive(self) -> bool:
+        """Interrupts what the guest is doing: a UI asks for a confirmation first."""
+        return self in (Action.SHUTDOWN, Action.FORCE_OFF, Action.REBOOT, Action.PAUSE)
 
 
 @dataclass(frozen=True, slots=True)
