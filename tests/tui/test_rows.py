@@ -23,12 +23,13 @@ from tests.canned import (
 from virtwatch.core.config import Config, ConfigError, load_config
 from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, Outcome, TaskState
-from virtwatch.tui.action_flow import activity_text, outcome_text
-from virtwatch.tui.detail import Span, markers_for, to_xy
+from virtwatch.tui.action_flow import ACTION_BINDINGS, activity_text, outcome_text
+from virtwatch.tui.detail import Span, VmDetailScreen, markers_for, to_xy
 from virtwatch.tui.dialogs import confirm_text, needs_typed_count, targets_text
 from virtwatch.tui.factory import history_for, read_only_hosts
 from virtwatch.tui.format import fmt_figures, fmt_rate, gauge, sparkline
 from virtwatch.tui.header import LEAVE_OUT, fitted_host_line, host_line
+from virtwatch.tui.machines import MachineTable
 from virtwatch.tui.ports import VmRef
 from virtwatch.tui.rows import (
     COLUMN_INDEX,
@@ -265,6 +266,14 @@ def test_confirmations_name_vms_and_hosts() -> None:
     assert needs_typed_count(Action.FORCE_OFF, many)
     assert not needs_typed_count(Action.FORCE_OFF, one)
     assert not needs_typed_count(Action.SHUTDOWN, many)
+
+
+def test_each_action_has_one_key_on_both_screens() -> None:
+    assert [b.action for b in ACTION_BINDINGS] == [f"vm('{a.value}')" for a in Action]
+    assert [b.description for b in ACTION_BINDINGS][2] == "Force off"
+    assert len({b.key for b in ACTION_BINDINGS}) == len(Action)
+    for screen in (MachineTable, VmDetailScreen):
+        assert [b for b in screen.BINDINGS if b in ACTION_BINDINGS] == list(ACTION_BINDINGS)
 
 
 def test_activity_and_outcome_words() -> None:

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from textual.binding import Binding
+
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, Outcome, TaskState, TaskUpdate
@@ -16,6 +18,21 @@ from virtwatch.tui.format import fmt_duration
 from virtwatch.tui.ports import ActionSink, VmRef
 
 CLEAR_AFTER_S = 15.0
+
+# the action keys, the same wherever a VM can be acted on (the Machines pane, the VM
+# detail screen): each runs that widget's `action_vm(<Action value>)`
+_ACTION_KEYS = {
+    Action.START: "s",
+    Action.SHUTDOWN: "d",
+    Action.FORCE_OFF: "F",
+    Action.REBOOT: "r",
+    Action.PAUSE: "p",
+    Action.RESUME: "u",
+}
+ACTION_BINDINGS: tuple[Binding, ...] = tuple(
+    Binding(key, f"vm('{action.value}')", action.label.capitalize())
+    for action, key in _ACTION_KEYS.items()
+)
 
 
 def activity_text(update: TaskUpdate, now: float) -> str | None:

@@ -30,7 +30,7 @@ from virtwatch.core.records import (
     HostConnection,
     TaskUpdate,
 )
-from virtwatch.tui.action_flow import ActionFlow
+from virtwatch.tui.action_flow import ACTION_BINDINGS, ActionFlow
 from virtwatch.tui.dashboard import DashboardScreen
 from virtwatch.tui.dialogs import QuitScreen
 from virtwatch.tui.error_log import ErrorsPane
@@ -311,9 +311,7 @@ class VirtwatchApp(App[None]):
             table_keys = [
                 b
                 for b in MachineTable.BINDINGS
-                if not (
-                    self.flow.read_only and isinstance(b, Binding) and b.action.startswith("vm(")
-                )
+                if not (self.flow.read_only and b in ACTION_BINDINGS)
             ]
             sections += [
                 ("Dashboard", DashboardScreen.BINDINGS),
@@ -328,7 +326,7 @@ class VirtwatchApp(App[None]):
             keys = [
                 b
                 for b in VmDetailScreen.BINDINGS
-                if not (screen.read_only and isinstance(b, Binding) and b.action.startswith("vm("))
+                if not (screen.read_only and b in ACTION_BINDINGS)
             ]
             sections.append(("VM detail", keys))
         elif isinstance(screen, TasksScreen):

@@ -31,7 +31,7 @@ from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.model import DomainSample
 from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, DomainEvent, Outcome
-from virtwatch.tui.action_flow import outcome_text
+from virtwatch.tui.action_flow import ACTION_BINDINGS, outcome_text
 from virtwatch.tui.format import (
     UNKNOWN,
     fmt_age,
@@ -313,12 +313,7 @@ class VmDetailScreen(Screen[None]):
         Binding("3", "span('DAY1')", "24 h"),
         Binding("4", "span('DAY7')", "7 d"),
         Binding("escape,backspace", "close", "Back"),
-        Binding("s", "vm('start')", "Start"),
-        Binding("d", "vm('shutdown')", "Shutdown"),
-        Binding("F", "vm('force_off')", "Force off"),
-        Binding("r", "vm('reboot')", "Reboot"),
-        Binding("p", "vm('pause')", "Pause"),
-        Binding("u", "vm('resume')", "Resume"),
+        *ACTION_BINDINGS,
     ]
 
     class Loaded(Message):

@@ -23,6 +23,7 @@ from textual.message import Message
 from virtwatch.core.collect.history import MetricHistory
 from virtwatch.core.model import DomainSample, DomainState, Snapshot
 from virtwatch.core.ops.actions import Action
+from virtwatch.tui.action_flow import ACTION_BINDINGS
 from virtwatch.tui.line_table import LineTable, RowId
 from virtwatch.tui.machine_rows import (
     DEFAULT_STALE_AFTER_S,
@@ -78,12 +79,7 @@ class MachineTable(LineTable):
         Binding("space", "toggle_mark", "Mark / unmark VM", show=False),
         Binding("o", "next_sort", "Sort by the next column", show=False),
         Binding("O", "reverse_sort", "Reverse the sort order", show=False),
-        Binding("s", "vm('start')", "Start"),
-        Binding("d", "vm('shutdown')", "Shutdown"),
-        Binding("F", "vm('force_off')", "Force off"),
-        Binding("r", "vm('reboot')", "Reboot"),
-        Binding("p", "vm('pause')", "Pause"),
-        Binding("u", "vm('resume')", "Resume"),
+        *ACTION_BINDINGS,
     ]
 
     class ActionRequested(Message):
