@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import ClassVar, cast
 
 from virtwatch.core.hub import Hub
+from virtwatch.core.percentile import percentile
 from virtwatch.storage import store as store_module
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.lease import WriterRole
@@ -245,7 +246,7 @@ class Stalls:
     @classmethod
     def of(cls, values: list[float]) -> Stalls:
         xs = sorted(values) or [0.0]
-        return cls(len(values), statistics.median(xs), xs[int(0.99 * (len(xs) - 1))], xs[-1])
+        return cls(len(values), statistics.median(xs), percentile(xs, 99), xs[-1])
 
     def __str__(self) -> str:
         return f"{self.median:6.2f} {self.p99:6.2f} {self.max:6.2f}"

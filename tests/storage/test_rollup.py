@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tests.storage.samples import DAY_MS, T0_MS, day_of_samples
+from virtwatch.core.percentile import percentile
 from virtwatch.storage import rollup
 from virtwatch.storage.models import MetricHour, MetricMinute, MetricSample, RollupState
 from virtwatch.storage.rollup import HOUR_MS, MINUTE_MS, Aggregate, Tier
@@ -17,25 +18,6 @@ from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
-
-
-@given(st.lists(finite, min_size=1, max_size=300))
-def test_p95_is_the_nearest_rank(values: list[float]) -> None:
-    ordered = sorted(values)
-    p = rollup.p95(values)
-    rank = rollup.p95_rank(len(values))
-    assert p == ordered[rank - 1]
-    assert rank == math.ceil(0.95 * len(values))
-    # at least 95 % of the values are <= p, and fewer than 95 % are < p
-    assert sum(v <= p for v in values) >= 0.95 * len(values)
-    assert sum(v < p for v in values) < 0.95 * len(values)
-
-
-def test_p95_of_small_sets() -> None:
-    assert rollup.p95([3.0]) == 3.0
-    assert rollup.p95([1.0, 2.0]) == 2.0
-    assert rollup.p95([float(i) for i in range(1, 101)]) == 95.0
-    assert rollup.p95([float(i) for i in range(1, 21)]) == 19.0
 
 
 @given(
@@ -54,7 +36,7 @@ def test_aggregate_partitions_the_samples(
         assert a.ts_ms % width == 0
         members = [v for m, t, v in samples if m == a.metric_id and a.ts_ms <= t < a.ts_ms + width]
         assert a.count == len(members)
-        assert (a.min, a.max, a.p95) == (min(members), max(members), rollup.p95(members))
+        assert (a.min, a.max, a.p95) == (min(members), max(members), percentile(members, 95))
         assert math.isclose(a.sum, math.fsum(members), rel_tol=1e-12, abs_tol=1e-6)
 
 

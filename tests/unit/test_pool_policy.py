@@ -1,9 +1,8 @@
-"""The pool's pure parts: backoff, percentiles, the host-state judgement, settings
+"""The pool's pure parts: backoff, the host-state judgement, settings
 parsing, credentials that never print, URIs as opened, dead-connection errors."""
 
 from __future__ import annotations
 
-import math
 import pickle
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from virtwatch.core.libvirt.connection import (
     effective_uri,
     is_dead_error,
 )
-from virtwatch.core.libvirt.pool_policy import PoolSettings, backoff_delay, host_state, percentile
+from virtwatch.core.libvirt.pool_policy import PoolSettings, backoff_delay, host_state
 from virtwatch.core.records import ConnectionState
 from virtwatch.core.runtime import HostConfig
 
@@ -60,36 +59,6 @@ def test_backoff_doubles_from_the_initial_delay_up_to_the_cap() -> None:
     assert delays == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     # full bad luck halves it (jitter 0.5): never longer than the cap, never zero
     assert backoff_delay(7, initial_s=0.25, max_s=4.0, rand=0.999999) == pytest.approx(2.0, 1e-5)
-
-
-# --- percentiles --------------------------------------------------------------------
-
-
-@given(
-    values=st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1),
-    q=st.floats(min_value=0, max_value=100),
-)
-def test_percentile_is_a_member_with_the_right_rank(values: list[float], q: float) -> None:
-    p = percentile(values, q)
-    assert p is not None
-    assert p in values
-    ordered = sorted(values)
-    below = sum(1 for v in ordered if v < p)
-    at_or_below = sum(1 for v in ordered if v <= p)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    assert below < rank <= at_or_below
-
-
-def test_percentile_of_nothing_is_unknown_not_zero() -> None:
-    assert percentile([], 50) is None
-
-
-def test_percentile_examples() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50.0
-    assert percentile(values, 99) == 99.0
-    assert percentile(values, 100) == 100.0
-    assert percentile([3.0], 99) == 3.0
 
 
 # --- host state ---------------------------------------------------------------------

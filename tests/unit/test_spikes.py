@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from virtwatch.core.config import ConfigError
+from virtwatch.core.percentile import percentile
 from virtwatch.core.records import DomainEvent, EventKind
 from virtwatch.core.triage.spike_watch import EdgeKey, MeanWindow, Series, SpikeWatch
 from virtwatch.core.triage.spikes import (
@@ -25,7 +26,6 @@ from virtwatch.core.triage.spikes import (
     baseline_of,
     detect_spikes,
     format_value,
-    percentile95,
     spike_detail,
     spike_rules,
     spike_summary,
@@ -103,7 +103,7 @@ def test_every_reported_spike_is_justified(spec: list[tuple[int, float, int]]) -
         assert edge.start - POLICY.refresh_s < b.computed_at <= edge.start
         window = [r.mean for r in rows if b.computed_at - POLICY.window_s <= r.ts < b.computed_at]
         assert len(window) == b.minutes
-        assert b.p95 == percentile95(window)
+        assert b.p95 == percentile(window, 95)
         assert b.threshold == POLICY.threshold(b.p95)
         # the run: consecutive minutes (never across a gap), each one hot, held long enough
         assert edge.duration_s >= POLICY.hold_s
@@ -220,7 +220,7 @@ def test_baselines_installed_from_outside_give_the_same_edges(
     for r in rows:
         if judge.due_at(r.ts):
             means = [x.mean for x in rows if r.ts - POLICY.window_s <= x.ts < r.ts and x.count]
-            figures = (len(means), percentile95(means) if means else 0.0)
+            figures = (len(means), percentile(means, 95) if means else 0.0)
             judge.set_baseline(baseline_from(*figures, at=r.ts, policy=POLICY), r.ts)
         got.extend(judge.feed(r))
     assert got == detect_spikes(rows, POLICY)
@@ -246,14 +246,6 @@ def test_baseline_counts_rows_not_span_and_ignores_the_future() -> None:
     assert b is not None
     assert b.minutes == 20  # 50 minutes of span, 20 rows: coverage is rows
     assert baseline_of(rows, at=T0 + 45 * MINUTE_S, policy=POLICY) is None  # only 15 rows
-
-
-def test_percentile_is_nearest_rank() -> None:
-    assert percentile95(list(range(1, 101))) == 95
-    assert percentile95([7.0]) == 7.0
-    assert percentile95([1, 2]) == 2
-    with pytest.raises(ValueError, match="nothing"):
-        percentile95([])
 
 
 def test_threshold_has_an_absolute_floor_and_a_relative_margin() -> None:
@@ -465,7 +457,7 @@ def test_a_window_of_means_stays_bounded_and_exact_over_days() -> None:
     for i, row in enumerate(rows[1440:], start=1440):
         if i % 60 == 0:
             minutes, p95 = window.figures(row.ts - 86400, row.ts)
-            assert (minutes, p95) == (1440, percentile95([r.mean for r in rows[i - 1440 : i]]))
+            assert (minutes, p95) == (1440, percentile([r.mean for r in rows[i - 1440 : i]], 95))
         window.add(row)
     assert len(window) <= 1440 + 60  # what fell out of the window was dropped
 

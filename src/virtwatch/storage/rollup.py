@@ -1,9 +1,10 @@
 """Rollups: raw samples -> per-minute and per-hour aggregates (count, sum, min, max, p95).
 
-Pure functions define the arithmetic (`aggregate`, `p95`); the job runs the same
-arithmetic in SQL (a window function for the exact p95, INSERT ... SELECT, no rows
-through Python) per host and tier, in chunks, each chunk committed together with the
-tier's watermark, so a crash never double-counts and a restart catches up.
+Pure functions define the arithmetic (`aggregate`, with core's nearest-rank
+`percentile`); the job runs the same arithmetic in SQL (a window function for the
+exact p95, INSERT ... SELECT, no rows through Python) per host and tier, in chunks,
+each chunk committed together with the tier's watermark, so a crash never
+double-counts and a restart catches up.
 Both tiers read the raw samples (an exact p95 cannot be built from minute p95s).
 """
 
@@ -12,12 +13,13 @@ from __future__ import annotations
 import enum
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, case, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from virtwatch.core.percentile import percentile
 from virtwatch.storage.models import Metric, MetricHour, MetricMinute, MetricSample, RollupState
 from virtwatch.storage.store import Store
 
@@ -69,25 +71,13 @@ def floor_to(ts_ms: int, width_ms: int) -> int:
     return ts_ms - ts_ms % width_ms
 
 
-def p95_rank(n: int) -> int:
-    """1-based nearest rank of the 95th percentile of n values: ceil(0.95 n)."""
-    if n < 1:
-        raise ValueError("the p95 of no values is undefined")
-    return (95 * n + 99) // 100
-
-
-def p95(values: Sequence[float]) -> float:
-    """Exact 95th percentile, nearest-rank method (always one of the values)."""
-    return sorted(values)[p95_rank(len(values)) - 1]
-
-
 def aggregate(samples: Iterable[tuple[int, int, float]], width_ms: int) -> list[Aggregate]:
     """(metric_id, ts_ms, value) samples -> one Aggregate per (metric, bucket), sorted."""
     buckets: dict[tuple[int, int], list[float]] = defaultdict(list)
     for metric_id, ts_ms, value in samples:
         buckets[(metric_id, floor_to(ts_ms, width_ms))].append(value)
     return [
-        Aggregate(mid, ts, len(vs), math.fsum(vs), min(vs), max(vs), p95(vs))
+        Aggregate(mid, ts, len(vs), math.fsum(vs), min(vs), max(vs), percentile(vs, 95))
         for (mid, ts), vs in sorted(buckets.items())
     ]
 
@@ -131,7 +121,8 @@ def _aggregate_select(host: str, width_ms: int, start_ms: int, end_ms: int) -> o
         .subquery("ranked")
     )
     r = ranked.c
-    # rn is the nearest rank ceil(0.95 n), in integers: 100 (rn - 1) < 95 n <= 100 rn
+    # rn is the nearest rank (core.percentile.nearest_rank(n, 95)), in integers:
+    # 100 (rn - 1) < 95 n <= 100 rn
     at_rank = and_(100 * (r.rn - 1) < 95 * r.n, 95 * r.n <= 100 * r.rn)
     return (
         select(

@@ -39,9 +39,9 @@ from virtwatch.core.libvirt.pool_policy import (
     _same_figures,
     backoff_delay,
     host_state,
-    percentile,
 )
 from virtwatch.core.libvirt.uri import redact_text, redact_uri
+from virtwatch.core.percentile import percentile
 from virtwatch.core.records import ConnectionState, HostConnection
 
 if TYPE_CHECKING:
@@ -1059,8 +1059,8 @@ class LibvirtPool:
             destroyed=self.destroyed,
             failures=self.failures,
             timeouts=self.timeouts,
-            acquire_wait_p50_s=percentile(waits, 50),
-            acquire_wait_p99_s=percentile(waits, 99),
+            acquire_wait_p50_s=percentile(waits, 50) if waits else None,
+            acquire_wait_p99_s=percentile(waits, 99) if waits else None,
             at=time.time(),
         )
 

@@ -3,8 +3,7 @@ statistics (`PoolStats`), and the pure rules it follows (backoff, the host's sta
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -141,15 +140,6 @@ def backoff_delay(
     exponent = min(max(attempt, 1) - 1, 64)
     base = min(max_s, initial_s * 2.0**exponent)
     return base * (1.0 - jitter * min(max(rand, 0.0), 1.0))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (`q` in [0, 100]) of `values`; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def host_state(

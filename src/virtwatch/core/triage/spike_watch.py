@@ -20,6 +20,7 @@ from typing import Protocol
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.incidents import ErrorReport
+from virtwatch.core.percentile import percentile
 from virtwatch.core.records import DomainEvent, EventKind
 from virtwatch.core.triage.spikes import (
     MinuteAggregate,
@@ -27,7 +28,6 @@ from virtwatch.core.triage.spikes import (
     SpikeEdge,
     SpikeRules,
     baseline_from,
-    percentile95,
     spike_detail,
     spike_summary,
 )
@@ -116,7 +116,7 @@ class MeanWindow:
             del self._means[:lo]
             self._start, hi = 0, hi - lo
         values = self._means[self._start : hi]
-        return (len(values), percentile95(values)) if values else (0, 0.0)
+        return (len(values), percentile(values, 95)) if values else (0, 0.0)
 
 
 def edge_key(series: Series, edge: SpikeEdge) -> EdgeKey:

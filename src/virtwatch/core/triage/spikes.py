@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import bisect
 import enum
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.percentile import percentile
 
 MINUTE_S = 60
 
@@ -60,14 +60,6 @@ class Baseline:
     window_s: int = 24 * 3600
 
 
-def percentile95(values: Sequence[float]) -> float:
-    """Exact nearest-rank 95th percentile: a value that was actually observed."""
-    if not values:
-        raise ValueError("percentile of nothing")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 def baseline_of(
     history: Sequence[MinuteAggregate], *, at: int, policy: SpikePolicy
 ) -> Baseline | None:
@@ -80,7 +72,7 @@ def baseline_of(
     lo = bisect.bisect_left(keys, at - policy.window_s)
     hi = bisect.bisect_left(keys, at)
     means = [r.mean for r in history[lo:hi] if r.count > 0]
-    return baseline_from(len(means), percentile95(means) if means else 0.0, at=at, policy=policy)
+    return baseline_from(len(means), percentile(means, 95) if means else 0.0, at=at, policy=policy)
 
 
 def baseline_from(minutes: int, p95: float, *, at: int, policy: SpikePolicy) -> Baseline | None:
