@@ -328,6 +328,11 @@ def test_ui_settings_parse_check_and_write_back(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "config.toml"
     save_ui_settings(path, UiSettings("gruvbox", 1.0, 10.0))
     assert ui_settings(load_config(path)).theme == "gruvbox"
+    assert path.stat().st_mode & 0o777 == 0o600  # a new config may name credentials
+    path.chmod(0o640)
+    save_ui_settings(path, UiSettings("nord", 1.0, 10.0))
+    assert path.stat().st_mode & 0o777 == 0o640  # the owner's choice is kept
+    assert sorted(p.name for p in path.parent.iterdir()) == ["config.toml"]
     hostile = UiSettings('a"b\n[x]', 1.0, 10.0)
     assert ui_settings(Config(tomllib.loads(with_ui_section("", hostile)))).theme == 'a"b\n[x]'
 

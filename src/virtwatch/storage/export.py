@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import secrets
 import time
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 from sqlalchemy import and_, func, or_, select
 
+from virtwatch.core.atomic_file import AtomicFile
 from virtwatch.core.errors import Severity
 from virtwatch.core.libvirt.uri import MASK, redact_text, redact_uri
 from virtwatch.core.model import HostFacts
@@ -437,23 +437,8 @@ async def write_window(
 ) -> Sequence[str]:
     """`export_to` a file readable by its owner only (it names users and VMs), replaced
     whole: a failed export leaves no half file."""
-    fh, tmp, path = await asyncio.to_thread(_open_private, path)
-    try:
-        with fh:
-            words = await export_to(store, window, fh, flt, facts=facts, generated_by=generated_by)
-        await asyncio.to_thread(os.replace, tmp, path)
-    except BaseException:
-        await asyncio.to_thread(tmp.unlink, missing_ok=True)
-        raise
-    return words
-
-
-def _open_private(path: Path) -> tuple[IO[str], Path, Path]:
-    """A new temporary file next to `path`, mode 0600: (the file, its path, `path`)."""
-    path = path.expanduser()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    return os.fdopen(fd, "w", encoding="utf-8"), tmp, path
+    async with AtomicFile(path) as fh:
+        return await export_to(store, window, fh, flt, facts=facts, generated_by=generated_by)
 
 
 async def _records(
@@ -653,17 +638,10 @@ def dump_export(doc: Mapping[str, Any], out: IO[str]) -> None:
 
 def write_export(doc: Mapping[str, Any], path: Path) -> Path:
     """Write `doc` to `path`, readable by its owner only (it names users and VMs)."""
-    path = path.expanduser()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            dump_export(doc, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    target = AtomicFile(path)
+    with target as fh:
+        dump_export(doc, fh)
+    return target.path
 
 
 def default_export_name(window: Window) -> str:

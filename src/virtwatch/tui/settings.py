@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtwatch.core.atomic_file import AtomicFile
 from virtwatch.core.config import Config, config_error, get_typed
 
 DEFAULT_THEME = "textual-dark"
@@ -81,12 +82,12 @@ def with_ui_section(text: str, settings: UiSettings) -> str:
 
 
 def save_ui_settings(path: Path, settings: UiSettings) -> None:
-    """Write the [ui] table of the config at `path` (created with its directory)."""
+    """Write the [ui] table of the config at `path` (created with its directory, owner
+    only; an existing file keeps its permissions), replaced whole."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(with_ui_section(old, settings), encoding="utf-8")
-    tmp.replace(path)
+    with AtomicFile(path, keep_mode=True) as fh:
+        fh.write(with_ui_section(old, settings))
 
 
 def default_config_path() -> Path:
