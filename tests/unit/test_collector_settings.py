@@ -48,7 +48,7 @@ def test_overrides() -> None:
         ({"interval": 0}, "collector.interval", "at least"),
         ({"interval": "2s"}, "collector.interval", "must be float"),
         ({"slow_groups": ["disk"]}, "collector.slow_groups", "unknown stats group 'disk'"),
-        ({"fast_groups": "state"}, "collector.fast_groups", "list of group names"),
+        ({"fast_groups": "state"}, "collector.fast_groups", "must be a list"),
         ({"intervall": 2}, "collector.intervall", "unknown key"),
     ],
 )

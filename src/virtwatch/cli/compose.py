@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from virtwatch import __version__
 from virtwatch.cli.parser import PROBE_TIMEOUT_S, default_db_path, resolve_uri
 from virtwatch.core.collect.collector import collector_settings
-from virtwatch.core.config import Config, config_error, get_typed, load_config
+from virtwatch.core.config import Config, load_config
 from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.incidents import reporter_settings
@@ -90,27 +90,21 @@ def hosts_from(
     pool = PoolSettings.from_mapping(config.section("pool"), config.path)
     interval = getattr(args, "interval", None) or collector_settings(config).interval_s
     forced_ro = bool(getattr(args, "read_only", False))
-    if not args.uri and config.hosts():
+    entries = config.settings().hosts
+    if not args.uri and entries:
         hosts = []
-        for i, entry in enumerate(config.hosts()):
-            prefix = f"hosts[{i}]"
-            uri = get_typed(entry, "uri", "", prefix=prefix, path=config.path)
-            if not uri:
-                raise config_error(f"{prefix}.uri", "is required", config.path)
-            username = get_typed(entry, "username", "", prefix=prefix, path=config.path)
-            pw_file = get_typed(entry, "password_file", "", prefix=prefix, path=config.path)
+        for entry in entries:
             creds = None
-            if pw_file:
-                creds = Credentials.from_file(Path(pw_file).expanduser(), username=username)
+            if entry.password_file:
+                creds = Credentials.from_file(
+                    Path(entry.password_file).expanduser(), username=entry.username
+                )
             hosts.append(
                 HostConfig(
-                    uri,
-                    name=get_typed(entry, "name", "", prefix=prefix, path=config.path) or None,
-                    read_only=forced_ro
-                    or get_typed(entry, "read_only", False, prefix=prefix, path=config.path),
-                    interval_s=get_typed(
-                        entry, "interval", interval, prefix=prefix, minimum=0.1, path=config.path
-                    ),
+                    entry.uri,
+                    name=entry.name or None,
+                    read_only=forced_ro or entry.read_only,
+                    interval_s=entry.interval_s or interval,
                     pool=pool,
                     credentials=creds,
                 )
@@ -184,7 +178,7 @@ async def watchers(rt: Runtime, store: Store, hub: Hub, config: Config) -> Async
     spikes = SpikeWatch(
         StoreRollupReader(store),
         rt.publish,
-        spike_rules(config.section("spikes")),
+        spike_rules(config.section("spikes"), config.path),
         hosts=list(rt.pools),
     )
     tasks = [asyncio.create_task(spikes.run(), name="spike-watch")]

@@ -43,7 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.config import validate
+from virtwatch.core.config_schema import ErrorsSection
 from virtwatch.core.errors import AppError, ErrorCode, as_app_error
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I)
@@ -140,26 +141,11 @@ class ReporterSettings:
 
 
 def reporter_settings(section: Mapping[str, Any], *, path: Path | None = None) -> ReporterSettings:
-    """Parse `[errors]`: window_s (quiet seconds that end an incident), update_interval_s
-    (at most one update per incident this often), max_incidents (open ones kept)."""
-    known = {"window_s", "update_interval_s", "max_incidents"}
-    for key in section:
-        if key not in known:
-            raise config_error(f"errors.{key}", f"unknown key; known: {sorted(known)}", path)
-    return ReporterSettings(
-        get_typed(section, "window_s", DEFAULT_WINDOW_S, prefix="errors", minimum=1, path=path),
-        get_typed(
-            section,
-            "update_interval_s",
-            DEFAULT_UPDATE_INTERVAL_S,
-            prefix="errors",
-            minimum=0.1,
-            path=path,
-        ),
-        get_typed(
-            section, "max_incidents", DEFAULT_MAX_INCIDENTS, prefix="errors", minimum=1, path=path
-        ),
-    )
+    """Parse `[errors]` (the schema's `ErrorsSection`): window_s (quiet seconds that end an
+    incident), update_interval_s (at most one update per incident this often),
+    max_incidents (open ones kept)."""
+    sec = validate(ErrorsSection, section, prefix="errors", path=path)
+    return ReporterSettings(sec.window_s, sec.update_interval_s, sec.max_incidents)
 
 
 class ReporterState(enum.StrEnum):

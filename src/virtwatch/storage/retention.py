@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
-from virtwatch.core.config import get_typed
+from virtwatch.core.config import validate
+from virtwatch.core.config_schema import StorageSection
 from virtwatch.storage.engine import sqlite_path
 from virtwatch.storage.models import (
     Audit,
@@ -60,32 +61,23 @@ class Retention:
 
 
 def parse_retention(section: Mapping[str, Any], path: Path | None = None) -> Retention:
-    """The `[storage]` keys for retention (hours/days and MiB), checked with clear errors."""
-    d = Retention()
+    """The `[storage]` keys for retention (hours/days and MiB; the schema's
+    `StorageSection`), checked with clear errors."""
+    return retention_of(validate(StorageSection, section, prefix="storage", path=path))
 
-    def days(key: str, default_s: int, minimum: float = 1) -> int:
-        value = get_typed(
-            section, key, default_s / DAY_S, prefix="storage", minimum=minimum, path=path
-        )
-        return round(value * DAY_S)
 
-    raw_h = get_typed(
-        section, "raw_hours", d.raw_s / HOUR_S, prefix="storage", minimum=1, path=path
-    )
+def retention_of(sec: StorageSection) -> Retention:
     return Retention(
-        raw_s=round(raw_h * HOUR_S),
-        minute_s=days("minute_days", d.minute_s),
-        hour_s=days("hour_days", d.hour_s),
-        events_s=days("events_days", d.events_s),
-        errors_s=days("errors_days", d.errors_s),
-        audit_s=days("audit_days", d.audit_s),
-        tasks_s=days("tasks_days", d.tasks_s),
-        health_s=days("health_days", d.health_s),
-        alerts_s=days("alerts_days", d.alerts_s),
-        max_size_bytes=get_typed(
-            section, "max_size_mb", d.max_size_bytes // MIB, prefix="storage", minimum=0, path=path
-        )
-        * MIB,
+        raw_s=round(sec.raw_hours * HOUR_S),
+        minute_s=round(sec.minute_days * DAY_S),
+        hour_s=round(sec.hour_days * DAY_S),
+        events_s=round(sec.events_days * DAY_S),
+        errors_s=round(sec.errors_days * DAY_S),
+        audit_s=round(sec.audit_days * DAY_S),
+        tasks_s=round(sec.tasks_days * DAY_S),
+        health_s=round(sec.health_days * DAY_S),
+        alerts_s=round(sec.alerts_days * DAY_S),
+        max_size_bytes=sec.max_size_mb * MIB,
     )
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virtwatch.core.config import get_typed
-from virtwatch.storage.retention import Retention, parse_retention
+from virtwatch.core.config import validate
+from virtwatch.core.config_schema import StorageSection
+from virtwatch.storage.retention import Retention, retention_of
 from virtwatch.storage.writer import DEFAULT_BUFFER_ROWS, DEFAULT_FLUSH_INTERVAL_S
 
 
@@ -30,21 +31,12 @@ class StorageSettings:
 
 
 def parse_storage(section: Mapping[str, Any], path: Path | None = None) -> StorageSettings:
-    """`[storage]` -> StorageSettings; a bad value raises ConfigError naming the key."""
-    db = get_typed(section, "db", "", prefix="storage", path=path)
+    """`[storage]` (the schema's `StorageSection`) -> StorageSettings; a bad value raises
+    ConfigError naming the key."""
+    sec = validate(StorageSection, section, prefix="storage", path=path)
     return StorageSettings(
-        db=db or None,
-        retention=parse_retention(section, path),
-        buffer_rows=get_typed(
-            section, "buffer_rows", DEFAULT_BUFFER_ROWS, prefix="storage", minimum=1000, path=path
-        ),
-        flush_interval_s=get_typed(
-            section,
-            "flush_interval_s",
-            DEFAULT_FLUSH_INTERVAL_S,
-            prefix="storage",
-            minimum=0.05,
-            maximum=60,
-            path=path,
-        ),
+        db=sec.db or None,
+        retention=retention_of(sec),
+        buffer_rows=sec.buffer_rows,
+        flush_interval_s=sec.flush_interval_s,
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtwatch.core.collect.history import MetricHistory
-from virtwatch.core.config import Config, get_typed
+from virtwatch.core.config import Config
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.connection import ConnectionSource
 from virtwatch.core.libvirt.uri import redact_uri
@@ -31,13 +31,7 @@ LIVE_WINDOW_S = 300.0  # every sample of the last 5 minutes stays in memory
 
 def read_only_hosts(config: Config) -> frozenset[str]:
     """Labels (name, else redacted URI) of the [[hosts]] with read_only = true."""
-    out = set()
-    for i, h in enumerate(config.hosts()):
-        prefix = f"hosts[{i}]"
-        if get_typed(h, "read_only", False, prefix=prefix, path=config.path):
-            name = get_typed(h, "name", "", prefix=prefix, path=config.path)
-            out.add(name or redact_uri(get_typed(h, "uri", "", prefix=prefix, path=config.path)))
-    return frozenset(out)
+    return frozenset(h.name or redact_uri(h.uri) for h in config.settings().hosts if h.read_only)
 
 
 def history_for(interval_s: float) -> MetricHistory:

@@ -17,7 +17,7 @@ import logging
 import operator
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ import psutil
 
 from virtwatch.core.collect.hostsample import HostSampler, LocalHostSampler, RemoteHostSampler
 from virtwatch.core.collect.rates import cpu_percent, disk_io, net_io
-from virtwatch.core.config import Config, config_error, get_typed
+from virtwatch.core.config import Config, config_error, validate
+from virtwatch.core.config_schema import CollectorSection
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.libvirt.connection import ConnectionSource
@@ -98,48 +99,26 @@ class CollectorSettings:
     slow_groups: int = SLOW_GROUPS
 
 
-_COLLECTOR_KEYS = ("interval", "slow_interval", "tick_timeout", "fast_groups", "slow_groups")
-
-
-def _groups_key(section: Mapping[str, Any], key: str, default: int, path: Path | None) -> int:
-    if key not in section:
-        return default
-    value = section[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise config_error(
-            f"collector.{key}", f"must be a list of group names, got {value!r}", path
-        )
+def _groups(names: list[str], key: str, path: Path | None) -> int:
     try:
-        return group_bits(value)
+        return group_bits(names)
     except ValueError as err:
         raise config_error(f"collector.{key}", str(err), path) from None
 
 
 def collector_settings(config: Config) -> CollectorSettings:
-    """`[collector]` -> CollectorSettings; a bad value raises ConfigError naming the key.
-
-    [collector]
-    interval = 2.0                 # seconds between ticks ([[hosts]] interval overrides)
-    slow_interval = 10.0           # seconds between ticks that add the slow groups
-    tick_timeout = 30.0            # a tick slower than this marks the host stale
-    fast_groups = ["state", "cpu_total", "vcpu"]
-    slow_groups = ["balloon", "block", "interface"]
-    """
-    sec = config.section("collector")
-    for key in sec:
-        if key not in _COLLECTOR_KEYS:
-            raise config_error(
-                f"collector.{key}",
-                f"unknown key (known: {', '.join(_COLLECTOR_KEYS)})",
-                config.path,
-            )
-    kw: dict[str, Any] = {"prefix": "collector", "path": config.path}
-    interval = get_typed(sec, "interval", DEFAULT_INTERVAL_S, minimum=0.1, maximum=3600, **kw)
-    slow = get_typed(sec, "slow_interval", DEFAULT_SLOW_INTERVAL_S, minimum=0.1, **kw)
-    timeout = get_typed(sec, "tick_timeout", DEFAULT_TICK_TIMEOUT_S, minimum=1.0, **kw)
-    fast_groups = _groups_key(sec, "fast_groups", FAST_GROUPS, config.path) | STATS_STATE
-    slow_groups = _groups_key(sec, "slow_groups", SLOW_GROUPS, config.path)
-    return CollectorSettings(interval, slow, timeout, fast_groups, slow_groups)
+    """`[collector]` (the schema's `CollectorSection`) -> CollectorSettings; a bad value
+    raises ConfigError naming the key."""
+    sec = validate(
+        CollectorSection, config.section("collector"), prefix="collector", path=config.path
+    )
+    return CollectorSettings(
+        sec.interval_s,
+        sec.slow_interval_s,
+        sec.tick_timeout_s,
+        _groups(sec.fast_groups, "fast_groups", config.path) | STATS_STATE,
+        _groups(sec.slow_groups, "slow_groups", config.path),
+    )
 
 
 # --- per-host memory between ticks ------------------------------------------------------

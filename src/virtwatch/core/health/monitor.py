@@ -21,7 +21,8 @@ from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
-from virtwatch.core.config import Config, config_error
+from virtwatch.core.config import Config, config_error, key_name, validate
+from virtwatch.core.config_schema import CheckOverride, HealthSection, VmLimits
 from virtwatch.core.errors import AppError, ErrorCode, as_app_error
 from virtwatch.core.ops.tasks import RetryPolicy, RunnerState, TaskRunner
 from virtwatch.core.records import HealthAlert, HealthResult, HealthState
@@ -167,9 +168,6 @@ class Check:
 
 # --- configuration ----------------------------------------------------------------------
 
-_CHECK_KEYS = ("warn", "crit", "interval", "timeout", "hold", "enabled")
-_VM_KEYS = ("warn", "crit")
-
 
 @dataclass(frozen=True, slots=True)
 class HealthSettings:
@@ -199,20 +197,11 @@ class HealthSettings:
         )
 
 
-def _number(
-    table: Mapping[str, Any], key: str, default: float | None, full: str, path: Path | None
-) -> float | None:
-    if key not in table:
-        return default
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise config_error(f"{full}.{key}", f"must be a number, got {value!r}", path)
-    return float(value)
-
-
-def _limits(table: Mapping[str, Any], base: Thresholds, full: str, path: Path | None) -> Thresholds:
-    warn = _number(table, "warn", base.warn, full, path)
-    crit = _number(table, "crit", base.crit, full, path)
+def _limits(
+    given: CheckOverride | VmLimits, base: Thresholds, full: str, path: Path | None
+) -> Thresholds:
+    warn = base.warn if given.warn is None else given.warn
+    crit = base.crit if given.crit is None else given.crit
     if warn is not None and crit is not None:
         bad = warn > crit if base.higher_is_worse else warn < crit
         if bad:
@@ -226,98 +215,60 @@ def _limits(table: Mapping[str, Any], base: Thresholds, full: str, path: Path | 
     return Thresholds(warn, crit, base.higher_is_worse)
 
 
-def _table(value: Any, full: str, path: Path | None) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise config_error(full, "must be a table", path)
-    return value
-
-
 def health_settings(config: Config, catalogue: Iterable[CheckInfo]) -> HealthSettings:
-    """`[health]` -> HealthSettings; a bad value raises ConfigError naming the exact key.
+    """`[health]` (the schema's `HealthSection`) -> HealthSettings; a bad value raises
+    ConfigError naming the exact key.
 
     [health]
     hold = 3                              # runs a new state must hold (damping)
     [health.checks."host.cpu"]            # any catalogued check, by name
     warn = 85.0                           # thresholds in the check's unit
     crit = 95.0
-    interval = 30.0                       # seconds between runs
-    timeout = 10.0                        # seconds a run may take
+    interval_s = 30.0                     # seconds between runs
+    timeout_s = 10.0                      # seconds a run may take
     hold = 3
     enabled = true
     [health.vms."db-primary"."vm.steal"]  # per VM, for VM-level checks (vm.*)
     warn = 20.0
     """
     path = config.path
-    section = config.section("health")
+    section = validate(HealthSection, config.section("health"), prefix="health", path=path)
     known = {c.name: c for c in catalogue}
-    for key in section:
-        if key not in ("hold", "checks", "vms"):
-            raise config_error(f"health.{key}", "unknown key (known: hold, checks, vms)", path)
-    hold = _int_key(section, "hold", DEFAULT_HOLD, "health", path)
     infos = dict(known)
     holds: dict[str, int] = {}
     disabled: set[str] = set()
-    for name, raw in _table(section.get("checks", {}), "health.checks", path).items():
-        full = f'health.checks."{name}"'
+    for name, given in section.checks.items():
+        full = key_name(("health", "checks", name))
         if name not in known:
             raise config_error(full, f"unknown check (known: {', '.join(sorted(known))})", path)
-        table = _table(raw, full, path)
-        for key in table:
-            if key not in _CHECK_KEYS:
-                raise config_error(
-                    f"{full}.{key}", f"unknown key (known: {', '.join(_CHECK_KEYS)})", path
-                )
         base = known[name]
-        interval = _number(table, "interval", base.interval_s, full, path)
-        timeout = _number(table, "timeout", base.timeout_s, full, path)
-        if interval is None or interval < 1:
-            raise config_error(f"{full}.interval", f"must be at least 1 s, got {interval}", path)
-        if timeout is None or timeout <= 0:
-            raise config_error(f"{full}.timeout", f"must be above 0 s, got {timeout}", path)
         infos[name] = replace(
             base,
-            thresholds=_limits(table, base.thresholds, full, path),
-            interval_s=interval,
-            timeout_s=timeout,
+            thresholds=_limits(given, base.thresholds, full, path),
+            interval_s=base.interval_s if given.interval_s is None else given.interval_s,
+            timeout_s=base.timeout_s if given.timeout_s is None else given.timeout_s,
         )
-        if "hold" in table:
-            holds[name] = _int_key(table, "hold", hold, full, path)
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise config_error(f"{full}.enabled", f"must be true or false, got {enabled!r}", path)
-        if not enabled:
+        if given.hold is not None:
+            holds[name] = given.hold
+        if not given.enabled:
             disabled.add(name)
     per_vm: dict[tuple[str, str], Thresholds] = {}
-    for vm, raw in _table(section.get("vms", {}), "health.vms", path).items():
-        vm_full = f'health.vms."{vm}"'
-        for name, raw_limits in _table(raw, vm_full, path).items():
-            full = f'{vm_full}."{name}"'
+    for vm, checks in section.vms.items():
+        for name, limits in checks.items():
+            full = key_name(("health", "vms", vm, name))
             if name not in known:
                 raise config_error(full, f"unknown check (known: {', '.join(sorted(known))})", path)
             if not known[name].per_vm:
                 per_vm_names = ", ".join(sorted(n for n, c in known.items() if c.per_vm))
                 raise config_error(full, f"not a VM-level check (those are: {per_vm_names})", path)
-            table = _table(raw_limits, full, path)
-            for key in table:
-                if key not in _VM_KEYS:
-                    raise config_error(f"{full}.{key}", "unknown key (known: warn, crit)", path)
-            per_vm[(vm, name)] = _limits(table, infos[name].thresholds, full, path)
+            per_vm[(vm, name)] = _limits(limits, infos[name].thresholds, full, path)
     return HealthSettings(
-        hold,
+        section.hold,
         MappingProxyType(infos),
         MappingProxyType(holds),
         frozenset(disabled),
         MappingProxyType(per_vm),
     )
-
-
-def _int_key(table: Mapping[str, Any], key: str, default: int, full: str, path: Path | None) -> int:
-    if key not in table:
-        return default
-    value = table[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise config_error(f"{full}.{key}", f"must be a whole number >= 1, got {value!r}", path)
-    return value
 
 
 # --- the registry and the monitor ---------------------------------------------------------

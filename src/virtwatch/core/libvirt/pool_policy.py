@@ -8,7 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.config import config_error, validate
+from virtwatch.core.config_schema import PoolSection
 from virtwatch.core.libvirt.connection import (
     DEFAULT_CALL_TIMEOUT_S,
     DEFAULT_OPEN_TIMEOUT_S,
@@ -19,8 +20,8 @@ from virtwatch.core.records import ConnectionState
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """How a pool sizes, times out and heals. TOML: the `[pool]` section, keys without
-    the `_s` suffix (`acquire_timeout = 30`)."""
+    """How a pool sizes, times out and heals. TOML: the `[pool]` section, the same key
+    names (`acquire_timeout_s = 30`; see `config_schema.PoolSection`)."""
 
     min_size: int = 2  # connections kept open, dedicated ones included
     max_size: int = 10  # connections ever open to this host, dedicated ones included
@@ -44,64 +45,26 @@ class PoolSettings:
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any], path: Path | None = None) -> PoolSettings:
-        """Parse a `[pool]` table; unknown keys and bad values name the exact key."""
-        known = {_toml_key(f.name): f for f in fields(cls)}
-        for key in section:
-            if key not in known:
-                raise config_error(
-                    f"pool.{key}", f"unknown key (known: {', '.join(sorted(known))})", path
-                )
-        defaults = cls()
-        values: dict[str, Any] = {}
-        for key, f in known.items():
-            default = getattr(defaults, f.name)
-            low, high = _RANGES.get(f.name, (0.0, None))
-            values[f.name] = get_typed(
-                section, key, default, prefix="pool", minimum=low, maximum=high, path=path
-            )
-        settings = cls.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(settings, name, value)
-        _check_settings(settings, path)
-        return settings
+        """Parse a `[pool]` table (the schema's `PoolSection`); bad values name the key."""
+        parsed = validate(PoolSection, section, prefix="pool", path=path)
+        _check_settings(parsed, path)  # before building: the error names the file
+        return cls(**parsed.model_dump())
 
 
-_RANGES: dict[str, tuple[float, float | None]] = {
-    "min_size": (0, 1000),
-    "max_size": (1, 1000),
-    "acquire_timeout_s": (0.001, None),
-    "idle_timeout_s": (0.001, None),
-    "open_timeout_s": (0.001, None),
-    "call_timeout_s": (0.001, None),
-    "check_timeout_s": (0.001, None),
-    "health_interval_s": (0.001, None),
-    "keepalive_interval_s": (1, None),
-    "keepalive_count": (1, None),
-    "reconnect_initial_s": (0.001, None),
-    "reconnect_max_s": (0.001, None),
-    "down_retry_s": (0.001, None),
-    "stats_interval_s": (0.001, None),
-}
-
-
-def _toml_key(field_name: str) -> str:
-    return field_name.removesuffix("_s")
-
-
-def _check_settings(s: PoolSettings, path: Path | None) -> None:
-    for name, (low, high) in _RANGES.items():
-        value = getattr(s, name)
-        if value < low or (high is not None and value > high):
-            bound = f"at least {low:g}" if value < low else f"at most {high:g}"
-            raise config_error(f"pool.{_toml_key(name)}", f"must be {bound}, got {value!r}", path)
+def _check_settings(s: PoolSettings | PoolSection, path: Path | None) -> None:
+    """The schema's ranges (for settings built in code too) and the cross-key rules."""
+    if isinstance(s, PoolSettings):
+        validate(
+            PoolSection, {f.name: getattr(s, f.name) for f in fields(s)}, prefix="pool", path=path
+        )
     if s.min_size > s.max_size:
         raise config_error(
             "pool.min_size", f"must not exceed pool.max_size ({s.max_size}), got {s.min_size}", path
         )
     if s.reconnect_initial_s > s.reconnect_max_s:
         raise config_error(
-            "pool.reconnect_initial",
-            f"must not exceed pool.reconnect_max ({s.reconnect_max_s:g})",
+            "pool.reconnect_initial_s",
+            f"must not exceed pool.reconnect_max_s ({s.reconnect_max_s:g})",
             path,
         )
 

@@ -14,14 +14,15 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.config import config_error, validate
+from virtwatch.core.config_schema import TasksSection
 from virtwatch.core.errors import AppError, ErrorCode, Severity, as_app_error, is_transient
 from virtwatch.core.incidents import ErrorReporter
 from virtwatch.core.records import TaskState, TaskUpdate
@@ -101,8 +102,6 @@ POLICIES: Mapping[str, RetryPolicy] = MappingProxyType(
     }
 )
 
-_POLICY_KEYS = {f.name for f in fields(RetryPolicy)} - {"name"}
-
 
 @dataclass(frozen=True, slots=True)
 class TaskSettings:
@@ -114,7 +113,7 @@ class TaskSettings:
 
 
 def task_settings(section: Mapping[str, Any], *, path: Path | None = None) -> TaskSettings:
-    """Parse `[tasks]`:
+    """Parse `[tasks]` (the schema's `TasksSection`):
 
     [tasks]
     max_concurrency = 4
@@ -123,66 +122,23 @@ def task_settings(section: Mapping[str, Any], *, path: Path | None = None) -> Ta
     max_retries = 3                # initial_backoff_s, multiplier, max_backoff_s,
     attempt_timeout_s = 60         # jitter, retry_on_timeout; 0 = no attempt timeout
     """
-    known = {"max_concurrency", "history", "policies"}
-    for key in section:
-        if key not in known:
-            raise config_error(f"tasks.{key}", f"unknown key; known: {sorted(known)}", path)
-    max_conc = get_typed(
-        section, "max_concurrency", DEFAULT_MAX_CONCURRENCY, prefix="tasks", minimum=1, path=path
-    )
-    history = get_typed(section, "history", DEFAULT_HISTORY, prefix="tasks", minimum=0, path=path)
-    tables = section.get("policies", {})
-    if not isinstance(tables, Mapping):
-        raise config_error("tasks.policies", "must be a table ([tasks.policies.NAME])", path)
+    sec = validate(TasksSection, section, prefix="tasks", path=path)
     policies = dict(POLICIES)
-    for name, table in tables.items():
-        prefix = f"tasks.policies.{name}"
-        if not isinstance(table, Mapping):
-            raise config_error(prefix, "must be a table", path)
-        for key in table:
-            if key not in _POLICY_KEYS:
-                raise config_error(
-                    f"{prefix}.{key}", f"unknown key; known: {sorted(_POLICY_KEYS)}", path
-                )
+    for name, override in sec.policies.items():
         base = policies.get(name, RetryPolicy(name))
-        timeout = get_typed(
-            table,
-            "attempt_timeout_s",
-            base.attempt_timeout_s or 0.0,
-            prefix=prefix,
-            minimum=0,
-            path=path,
-        )
-        initial = get_typed(
-            table, "initial_backoff_s", base.initial_backoff_s, prefix=prefix, minimum=0, path=path
-        )
-        policy = RetryPolicy(
-            name,
-            max_retries=get_typed(
-                table, "max_retries", base.max_retries, prefix=prefix, minimum=0, path=path
-            ),
-            initial_backoff_s=initial,
-            multiplier=get_typed(
-                table, "multiplier", base.multiplier, prefix=prefix, minimum=1, path=path
-            ),
-            max_backoff_s=get_typed(
-                table,
-                "max_backoff_s",
-                base.max_backoff_s,
-                prefix=prefix,
-                minimum=initial,
-                path=path,
-            ),
-            jitter=get_typed(
-                table, "jitter", base.jitter, prefix=prefix, minimum=0, maximum=1, path=path
-            ),
-            attempt_timeout_s=timeout or None,
-            retry_on_timeout=get_typed(
-                table, "retry_on_timeout", base.retry_on_timeout, prefix=prefix, path=path
-            ),
-        )
-        policies[name] = policy
-    return TaskSettings(max_conc, history, MappingProxyType(policies))
+        given = override.model_dump(exclude_none=True)
+        if given.get("attempt_timeout_s") == 0:
+            given["attempt_timeout_s"] = None
+        initial = given.get("initial_backoff_s", base.initial_backoff_s)
+        cap = given.get("max_backoff_s", base.max_backoff_s)
+        if cap < initial:
+            raise config_error(
+                f"tasks.policies.{name}.max_backoff_s",
+                f"must be at least initial_backoff_s ({initial:g}), got {cap!r}",
+                path,
+            )
+        policies[name] = replace(base, **given)
+    return TaskSettings(sec.max_concurrency, sec.history, MappingProxyType(policies))
 
 
 # --- handles --------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import bisect
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from virtwatch.core.config import config_error, get_typed
+from virtwatch.core.config import validate
+from virtwatch.core.config_schema import SpikesSection
 from virtwatch.core.percentile import percentile
 
 MINUTE_S = 60
@@ -251,28 +253,19 @@ class SpikeRules:
         )
 
 
-def spike_rules(section: Mapping[str, Any]) -> SpikeRules:
-    """Parse `[spikes]` (enabled, margin, hold_minutes, baseline_hours, min_baseline_minutes,
-    refresh_minutes, and a `[spikes.floors]` table of metric name or `_suffix` -> floor)."""
-    p = "spikes"
-    floors = dict(DEFAULT_FLOORS)
-    raw = section.get("floors", {})
-    if not isinstance(raw, Mapping):
-        raise config_error("spikes.floors", "must be a table of metric = number")
-    for key, value in raw.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise config_error(f"spikes.floors.{key}", f"must be a number >= 0, got {value!r}")
-        floors[str(key)] = float(value)
+def spike_rules(section: Mapping[str, Any], path: Path | None = None) -> SpikeRules:
+    """Parse `[spikes]` (the schema's `SpikesSection`: enabled, margin, hold_minutes,
+    baseline_hours, min_baseline_minutes, refresh_minutes, and a `[spikes.floors]` table of
+    metric name or `_suffix` -> floor)."""
+    sec = validate(SpikesSection, section, prefix="spikes", path=path)
     return SpikeRules(
-        enabled=get_typed(section, "enabled", True, prefix=p),
-        margin=get_typed(section, "margin", 0.5, prefix=p, minimum=0.0, maximum=100.0),
-        hold_s=MINUTE_S * get_typed(section, "hold_minutes", 2, prefix=p, minimum=1, maximum=1440),
-        window_s=3600 * get_typed(section, "baseline_hours", 24, prefix=p, minimum=1, maximum=720),
-        min_baseline_s=MINUTE_S
-        * get_typed(section, "min_baseline_minutes", 60, prefix=p, minimum=1, maximum=43200),
-        refresh_s=MINUTE_S
-        * get_typed(section, "refresh_minutes", 10, prefix=p, minimum=1, maximum=1440),
-        floors=floors,
+        enabled=sec.enabled,
+        margin=sec.margin,
+        hold_s=MINUTE_S * sec.hold_minutes,
+        window_s=3600 * sec.baseline_hours,
+        min_baseline_s=MINUTE_S * sec.min_baseline_minutes,
+        refresh_s=MINUTE_S * sec.refresh_minutes,
+        floors={**DEFAULT_FLOORS, **sec.floors},
     )
 
 
