@@ -784,7 +784,7 @@ async def test_theme_and_refresh_are_saved_to_the_config(
         app.set_refresh(2.0)
         await settle(pilot)
     data = tomllib.loads(config.read_text())
-    assert data["ui"] == {"theme": "gruvbox", "refresh": 2.0, "stale_after": 10.0}
+    assert data["ui"] == {"theme": "gruvbox", "refresh_s": 2.0, "stale_after_s": 10.0}
     assert data["hosts"] == [{"uri": "test:///default"}]
 
 

@@ -317,10 +317,14 @@ def test_ui_settings_parse_check_and_write_back(tmp_path: Path) -> None:
         ui_settings(Config({"ui": {"refresh": 0.01}}))
     with pytest.raises(ConfigError, match=r"ui\.colour.*unknown key"):
         ui_settings(Config({"ui": {"colour": "red"}}))
+    # the old spellings (refresh, stale_after) above parse as the new ones do
+    new = {"theme": "nord", "refresh_s": 2, "stale_after_s": 30}
+    assert ui_settings(Config({"ui": new})) == ui_settings(cfg)
     doc = '# mine\n[[hosts]]\nuri = "a"\n\n[ui]\ntheme = "x"\nold = 1\n\n[pool]\nmax = 3\n'
     out = with_ui_section(doc, UiSettings("nord", 0.5, 10.0))
     data = tomllib.loads(out)
-    assert data["ui"] == {"theme": "nord", "refresh": 0.5, "stale_after": 10.0}
+    # the [ui] keys are set (current spellings); a key we do not write is the user's
+    assert data["ui"] == {"theme": "nord", "old": 1, "refresh_s": 0.5, "stale_after_s": 10.0}
     assert data["pool"] == {"max": 3}
     assert out.startswith("# mine\n[[hosts]]")
     appended = tomllib.loads(with_ui_section("[pool]\nmax = 3", UiSettings()))

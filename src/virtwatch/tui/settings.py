@@ -1,21 +1,23 @@
 """The dashboard's own settings — the [ui] section of the TOML config — read with
-the config's typed parser and written back without touching any other section.
+the config schema and written back with tomlkit, keeping the user's comments and layout.
 
     [ui]
     theme = "textual-dark"   # any Textual theme name (Ctrl+P, "theme")
-    refresh = 1.0            # seconds between screen updates (0.2 .. 10)
-    stale_after = 10.0       # seconds without news before a host's rows are dimmed
+    refresh_s = 1.0          # seconds between screen updates (0.2 .. 10)
+    stale_after_s = 10.0     # seconds without news before a host's rows are dimmed
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomlkit
+from tomlkit.items import Table
+
 from virtwatch.core.atomic_file import AtomicFile
-from virtwatch.core.config import Config, config_error, get_typed
+from virtwatch.core.config import Config, validate
+from virtwatch.core.config_schema import UiSection
 
 DEFAULT_THEME = "textual-dark"
 REFRESH_CHOICES = (0.5, 1.0, 2.0, 5.0)
@@ -29,61 +31,44 @@ class UiSettings:
 
 
 def ui_settings(config: Config) -> UiSettings:
-    ui = config.section("ui")
-    known = {"theme", "refresh", "stale_after"}
-    for key in ui:
-        if key not in known:
-            raise config_error(
-                f"ui.{key}", f"unknown key; known: {', '.join(sorted(known))}", config.path
-            )
-    return UiSettings(
-        theme=get_typed(ui, "theme", DEFAULT_THEME, prefix="ui", path=config.path),
-        refresh_s=get_typed(
-            ui, "refresh", 1.0, prefix="ui", minimum=0.2, maximum=10.0, path=config.path
-        ),
-        stale_after_s=get_typed(
-            ui, "stale_after", 10.0, prefix="ui", minimum=1.0, maximum=3600.0, path=config.path
-        ),
-    )
+    """`[ui]` (the schema's `UiSection`) -> UiSettings; a bad value names the key."""
+    ui = validate(UiSection, config.section("ui"), prefix="ui", path=config.path)
+    return UiSettings(theme=ui.theme, refresh_s=ui.refresh_s, stale_after_s=ui.stale_after_s)
 
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+# (key, its old spelling) -> the UiSettings value written there
+_WRITTEN: tuple[tuple[str, str | None, str], ...] = (
+    ("theme", None, "theme"),
+    ("refresh_s", "refresh", "refresh_s"),
+    ("stale_after_s", "stale_after", "stale_after_s"),
+)
 
 
 def with_ui_section(text: str, settings: UiSettings) -> str:
-    """`text` (a TOML document) with its [ui] table replaced by `settings`; every
-    other line is kept as it was. A missing [ui] table is appended."""
-    section = (
-        "[ui]\n"
-        f"theme = {json.dumps(settings.theme)}\n"
-        f"refresh = {settings.refresh_s!r}\n"
-        f"stale_after = {settings.stale_after_s!r}\n"
-    )
-    out: list[str] = []
-    in_ui = False
-    placed = False
-    for line in text.splitlines(keepends=True):
-        m = _HEADER.match(line)
-        if m is not None:
-            in_ui = m.group(1) == "ui" and not line.lstrip().startswith("[[")
-            if in_ui:
-                out.append(section)
-                placed = True
-                continue
-        if not in_ui:
-            out.append(line)
-    if not placed:
-        if out and not out[-1].endswith("\n"):
-            out.append("\n")
-        if out and out[-1].strip():
-            out.append("\n")
-        out.append(section)
-    return "".join(out)
+    """`text` (a TOML document) with the keys of its [ui] table set to `settings`.
+    Comments, formatting, other keys and other tables stay as they were; a value that did
+    not change is not rewritten; an old key spelling is replaced by the new one. A missing
+    [ui] table is appended."""
+    doc = tomlkit.parse(text)
+    ui = doc.get("ui")
+    if not isinstance(ui, Table):
+        ui = tomlkit.table()
+        doc["ui"] = ui
+    for key, old, attr in _WRITTEN:
+        value = getattr(settings, attr)
+        if old is not None and old in ui:
+            if key not in ui:
+                ui[key] = ui[old]  # keeps its place and comment
+            del ui[old]
+        if key not in ui or ui[key] != value:
+            ui[key] = value
+    return tomlkit.dumps(doc)
 
 
 def save_ui_settings(path: Path, settings: UiSettings) -> None:
     """Write the [ui] table of the config at `path` (created with its directory, owner
-    only; an existing file keeps its permissions), replaced whole."""
+    only; an existing file keeps its permissions), replaced whole; an OSError says why
+    it could not."""
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     with AtomicFile(path, keep_mode=True) as fh:
