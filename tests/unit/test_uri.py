@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from virtwatch.core.libvirt.uri import is_local, redact_text, redact_uri, uri_secrets
+from virtwatch.core.libvirt.uri import (
+    SECRET_WORDS,
+    is_local,
+    is_secret_key,
+    redact_text,
+    redact_uri,
+    uri_secrets,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +64,17 @@ def test_uri_secrets_are_what_a_message_may_quote_elsewhere() -> None:
     assert uri_secrets("qemu:///system") == []
     assert uri_secrets("qemu+tcp://[broken/system") == []
     assert uri_secrets("qemu+tcp://u:abc@h/system?keyfile=") == []  # too short to mask
+
+
+def test_one_vocabulary_masks_uri_parameters_and_record_keys() -> None:
+    for word in SECRET_WORDS:
+        assert is_secret_key(word)
+        assert is_secret_key(f"db_{word.upper()}")  # any key that contains one
+        assert redact_uri(f"qemu+ssh://h/system?{word}=abcdef") == f"qemu+ssh://h/system?{word}=***"
+    assert is_secret_key("apiToken")
+    assert is_secret_key("Credentials")
+    assert not is_secret_key("uri")
+    assert not is_secret_key("vm_name")
+    # a URI parameter is a libvirt name, matched whole: these say how, not what
+    kept = "qemu+ssh://h/system?known_hosts_verify=normal&sshauth=agent"
+    assert redact_uri(kept) == kept

@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, or_, select
 
 from virtwatch.core.atomic_file import AtomicFile
 from virtwatch.core.errors import Severity
-from virtwatch.core.libvirt.uri import MASK, redact_text, redact_uri
+from virtwatch.core.libvirt.uri import MASK, is_secret_key, redact_text, redact_uri
 from virtwatch.core.model import HostFacts
 from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState, Outcome
 from virtwatch.core.triage.timeline import (
@@ -56,7 +56,6 @@ EXPORT_SCHEMA = "virtwatch.export"
 EXPORT_SCHEMA_VERSION = 2  # 2: metrics as columns (1: one [ts, count, sum, ...] per minute)
 METRIC_ARRAYS = ARRAYS
 MAX_RECORDS = 200_000  # per section; beyond it the document says `truncated`
-_SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|keyfile|pkipath", re.I)
 _SCALARS = (int, float, bool)
 _NUMBERS = frozenset({int, float, bool, type(None)})
 _TEXTS = frozenset({str, type(None)})
@@ -109,7 +108,7 @@ class Redactor:
         out = self._keys.get(name)
         if out is None:
             red = self.text(name)
-            out = self._keys[name] = (red, bool(_SECRET_KEY.search(red)))
+            out = self._keys[name] = (red, is_secret_key(red))
         return out
 
     def value(self, v: Any) -> Any:
