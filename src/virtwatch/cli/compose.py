@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +138,15 @@ def build_runtime(config: Config, hosts: Sequence[HostConfig], hub: Hub) -> Runt
 
 
 def config_from(args: argparse.Namespace) -> Config:
+    """The config of `--config` (else the platform's), the environment laid over it; a
+    note on stderr for each old key spelling it uses."""
     from virtwatch.tui.settings import default_config_path
 
     flag = getattr(args, "config", None)
-    return load_config(Path(flag) if flag else default_config_path())
+    config = load_config(Path(flag) if flag else default_config_path())
+    for note in config.warnings:
+        print(f"virtwatch: warning: {note}", file=sys.stderr)
+    return config
 
 
 def freeze_the_start() -> None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from virtwatch.cli.commands.config import run_config
 from virtwatch.cli.commands.dashboard import run_dashboard
 from virtwatch.cli.commands.db import run_db
 from virtwatch.cli.commands.health import run_health
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeline": run_timeline,
         "export": run_export,
         "health": run_health,
+        "config": run_config,
     }[command]
     try:
         return asyncio.run(runner(args))

@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     hc.add_argument("--db", help="also check this database (and store the results in it)")
     hc.add_argument("--config", help="config file (default: platform config dir)")
     hc.add_argument("--json", action="store_true", help="JSON on stdout")
+    cfg = sub.add_parser("config", help="show the effective configuration")
+    cfgsub = cfg.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
+    show = cfgsub.add_parser(
+        "show", help="the effective config (file + VIRTWATCH_* + defaults) as TOML, secrets masked"
+    )
+    show.add_argument("--config", help="config file (default: platform config dir)")
     return p
 
 

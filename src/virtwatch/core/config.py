@@ -87,14 +87,41 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as err:
         raise config_error("(file)", f"not valid TOML: {err}", path) from err
     data, notes = renamed(data, "")
-    env_data, env_notes = renamed(env_overrides(os.environ if env is None else env), "")
+    given = env_overrides(os.environ if env is None else env)
+    env_data, env_notes = renamed(given, "")
     data = merged(data, env_data)
     notes = [f"{note} (in {path})" for note in notes] + [
         f"{n} (in the environment)" for n in env_notes
     ]
     config = Config(data, path, tuple(notes))
-    config.settings()  # every key checked now, not when a part first reads its section
+    try:
+        config.settings()  # every key checked now, not when a part first reads its section
+    except ConfigError as err:
+        key = err.context.get("key", "")
+        from_env = {
+            key_name(loc): f"{ENV_PREFIX}{'__'.join(map(str, loc)).upper()}"
+            for loc in _leaves(given)
+        }
+        if key in from_env:  # the value came from the environment, not from the file
+            raise ConfigError(
+                err.code,
+                err.message.replace(f" in {path}:", f" (from {from_env[key]}):", 1),
+                "fix or unset the variable",
+                err.severity,
+                err.context,
+            ) from None
+        raise
     return config
+
+
+def _leaves(data: Mapping[str, Any], loc: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out += _leaves(value, (*loc, key))
+        else:
+            out.append((*loc, key))
+    return out
 
 
 def validate(model: type[M], data: Mapping[str, Any], *, prefix: str, path: Path | None) -> M:
