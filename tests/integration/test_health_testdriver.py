@@ -126,7 +126,7 @@ def test_a_bad_threshold_is_one_line_naming_the_key(
 ) -> None:
     cfg = write_config(tmp_path, '[health.checks."host.disk"]\nwarn = 97\ncrit = 90\n')
     code, out, err = run_cli(capsys, "health", "--uri", make_fleet(3), "--config", cfg)
-    assert code == 2
+    assert code == 3  # Nagios UNKNOWN: a bad config is not a critical host
     assert out == ""
     assert err.count("\n") == 1
     assert "'health.checks.\"host.disk\".warn'" in err

@@ -149,6 +149,19 @@ def config_from(args: argparse.Namespace) -> Config:
     return config
 
 
+def database_of(args: argparse.Namespace, config: Config) -> str:
+    """Where the history is: --db, else [storage] db (VIRTWATCH_STORAGE__DB, then the
+    file), else the platform's data dir."""
+    return getattr(args, "db", None) or configured_db(config) or str(default_db_path())
+
+
+def configured_db(config: Config) -> str | None:
+    """[storage] db (or VIRTWATCH_STORAGE__DB), when set."""
+    from virtwatch.storage.settings import parse_storage
+
+    return parse_storage(config.section("storage"), config.path).db
+
+
 def freeze_the_start() -> None:
     """Once started: collect what the start left, and freeze what survives (modules, the
     runtime, the store: they live as long as the process), so that no later full

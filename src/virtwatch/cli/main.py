@@ -16,7 +16,7 @@ from virtwatch.cli.commands.history import run_export, run_timeline
 from virtwatch.cli.commands.record import run_record
 from virtwatch.cli.commands.snapshot import run_snapshot
 from virtwatch.cli.commands.vm import run_vm
-from virtwatch.cli.parser import EXIT_FAILURE, build_parser
+from virtwatch.cli.parser import EXIT_FAILURE, EXIT_UNKNOWN, build_parser
 from virtwatch.core.errors import AppError, ErrorCode, Severity, one_line
 from virtwatch.core.libvirt.uri import redact_text
 
@@ -27,14 +27,24 @@ if TYPE_CHECKING:
     pass
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
     print(f"virtwatch: {one_line(redact_text(message))}", file=sys.stderr)
-    return EXIT_FAILURE
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exit_:
+        # `health` is a Nagios plugin: a bad argument is UNKNOWN (3), not CRITICAL (2)
+        if exit_.code == EXIT_FAILURE and _command_word(words) == "health":
+            return EXIT_UNKNOWN
+        raise
     command = args.command or "dashboard"
+    # a failure of virtwatch itself: 2, but 3 for `health` (2 is its "critical")
+    failed = EXIT_UNKNOWN if command == "health" else EXIT_FAILURE
     runner = {
         "dashboard": run_dashboard,
         "snapshot": run_snapshot,
@@ -49,10 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(runner(args))
     except AppError as err:
-        return _fail(err.one_line())
+        return _fail(err.one_line(), failed)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the last line of defence: one line, never a traceback
+        if isinstance(err, OSError) and err.filename is not None:  # a file: its name, why
+            return _fail(f"cannot access {err.filename}: {err.strerror or err}", failed)
         if os.environ.get("VIRTWATCH_DEBUG"):
             raise
         bug = AppError(
@@ -61,4 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "this is a bug; rerun with VIRTWATCH_DEBUG=1 for a traceback and report it",
             Severity.CRITICAL,
         )
-        return _fail(bug.one_line())
+        return _fail(bug.one_line(), failed)
+
+
+def _command_word(words: Sequence[str]) -> str | None:
+    """The subcommand named in `words` (the first word that is one), if any."""
+    commands = {"dashboard", "snapshot", "db", "record", "vm", "timeline", "export", "health"}
+    return next((w for w in words if w in commands), None)

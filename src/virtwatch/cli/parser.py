@@ -41,8 +41,21 @@ EXIT_FAILURE = 2
 EXIT_NOT_VERIFIED = 1  # `vm`: the action ran but its outcome was IGNORED or FAILED
 
 
+EXIT_UNKNOWN = 3  # `health` (Nagios UNKNOWN): virtwatch itself could not judge
+
+HEALTH_HELP = (
+    "run every health check once; exit 0 ok, 1 warn, 2 crit, 3 unknown (virtwatch could not "
+    "judge: a bad config or argument, an internal failure). A check that has no data yet "
+    "(state 'unknown' in the table) counts as warn (1): it could not be checked, which is "
+    "not fine, but the plugin itself worked."
+)
+
+
 def default_db_path() -> Path:
     return platformdirs.user_data_path("virtwatch") / "virtwatch.db"
+
+
+_DB_DEFAULT = "[storage] db in the config, else " + str(default_db_path())
 
 
 def resolve_uri(flag: str | None) -> tuple[str, bool]:
@@ -59,10 +72,18 @@ def _positive(text: str) -> float:
     return value
 
 
+def _config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        help="config file (default: platform config dir); VIRTWATCH_SECTION__KEY "
+        "variables override it, flags override both",
+    )
+
+
 def _source_flags(parser: argparse.ArgumentParser, *, uri_default: str) -> None:
     """--uri, --db and --interval: where to look, where to keep it, how often."""
     parser.add_argument("--uri", help=f"libvirt URI (default: {uri_default})")
-    parser.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    parser.add_argument("--db", help=f"database file or URL (default: {_DB_DEFAULT})")
     parser.add_argument(
         "--interval",
         type=_positive,
@@ -99,23 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     up = dbsub.add_parser("upgrade", help="run migrations up to the latest schema")
-    up.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    up.add_argument("--db", help=f"database file or URL (default: {_DB_DEFAULT})")
+    _config_flag(up)
     stats = dbsub.add_parser("stats", help="row counts per table and tier, sizes, time span")
-    stats.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    stats.add_argument("--db", help=f"database file or URL (default: {_DB_DEFAULT})")
+    _config_flag(stats)
     stats.add_argument("--json", action="store_true", help="JSON on stdout")
     rec = sub.add_parser(
         "record", parents=[common], help="collect and write to the database, without a screen"
     )
     rec.add_argument("--read-only", action="store_true", help="open read-only connections")
     rec.add_argument("--name", help="the host's name in the database (default: its URI)")
-    rec.add_argument("--config", help="config file (default: platform config dir)")
+    _config_flag(rec)
     vm = sub.add_parser(
         "vm", help="act on one VM and verify the outcome (exit 0 only when verified)"
     )
     vm.add_argument("vm_action", metavar="ACTION", choices=[a.cli_name for a in Action])
     vm.add_argument("vm_name", metavar="NAME", help="the VM's libvirt name")
     vm.add_argument("--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)")
-    vm.add_argument("--db", help=f"database for the audit row (default: {default_db_path()})")
+    vm.add_argument("--db", help=f"database for the audit row (default: {_DB_DEFAULT})")
+    _config_flag(vm)
     vm.add_argument(
         "--timeout",
         type=_positive,
@@ -124,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vm.add_argument("--read-only", action="store_true", help="open a read-only connection")
     window = argparse.ArgumentParser(add_help=False)
-    window.add_argument("--db", help=f"database file or URL (default: {default_db_path()})")
+    window.add_argument("--db", help=f"database file or URL (default: {_DB_DEFAULT})")
+    _config_flag(window)
     window.add_argument("--since", required=True, help="'2h', '10:30', ISO 8601 or epoch s")
     window.add_argument("--until", default="now", help="same forms (default: now)")
     window.add_argument("--vm", action="append", default=[], help="a VM name or uuid")
@@ -135,25 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--json", action="store_true", help="JSON on stdout")
     ex = sub.add_parser("export", parents=[window], help="write a window as one JSON document")
     ex.add_argument("--output", default="-", help="file to write (default: stdout)")
-    hc = sub.add_parser(
-        "health", help="run every health check once; exit 0 ok, 1 warn (or unknown), 2 crit"
-    )
+    hc = sub.add_parser("health", help=HEALTH_HELP, description=HEALTH_HELP)
     hc.add_argument("--uri", help="libvirt URI (default: $LIBVIRT_DEFAULT_URI or qemu:///system)")
-    hc.add_argument("--db", help="also check this database (and store the results in it)")
-    hc.add_argument("--config", help="config file (default: platform config dir)")
+    hc.add_argument(
+        "--db",
+        help="also check this database and store the results in it (default: [storage] db "
+        "when the config sets it, else none)",
+    )
+    _config_flag(hc)
     hc.add_argument("--json", action="store_true", help="JSON on stdout")
     cfg = sub.add_parser("config", help="show the effective configuration")
     cfgsub = cfg.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
     show = cfgsub.add_parser(
         "show", help="the effective config (file + VIRTWATCH_* + defaults) as TOML, secrets masked"
     )
-    show.add_argument("--config", help="config file (default: platform config dir)")
+    _config_flag(show)
     return p
 
 
 def _dashboard_flags(parser: argparse.ArgumentParser) -> None:
     """The dashboard's own flags (they override the config's [ui] table)."""
-    parser.add_argument("--config", help="config file (default: platform config dir)")
+    _config_flag(parser)
     parser.add_argument(
         "--refresh", type=_positive, default=None, help="seconds between screen updates"
     )

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -562,4 +564,24 @@ def as_app_error(
         Severity.ERROR,
         ctx,
         cause=exc,
+    )
+
+
+def write_error(path: Path | str, err: OSError) -> AppError:
+    """A file that could not be written, as one line naming it and the reason."""
+    reason = err.strerror or err.__class__.__name__
+    codes = {
+        errno.ENOSPC: ErrorCode.RESOURCE_EXHAUSTED,
+        errno.EACCES: ErrorCode.FORBIDDEN,
+        errno.EPERM: ErrorCode.FORBIDDEN,
+        errno.EROFS: ErrorCode.FORBIDDEN,
+        errno.ENOENT: ErrorCode.RESOURCE_NOT_FOUND,
+    }
+    return AppError(
+        codes.get(err.errno or 0, ErrorCode.FORBIDDEN),
+        f"cannot write {path}: {reason}",
+        "check that the directory exists and is writable, and that the disk has room",
+        Severity.ERROR,
+        {"path": str(path)},
+        cause=err,
     )

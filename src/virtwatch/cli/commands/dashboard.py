@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from virtwatch.cli.compose import build_runtime, choose_host, hosts_from, recording_after_start
-from virtwatch.core.config import load_config
+from virtwatch.cli.compose import (
+    build_runtime,
+    choose_host,
+    config_from,
+    hosts_from,
+    recording_after_start,
+)
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.process import prepare_libvirt
 
@@ -33,8 +37,8 @@ async def _dashboard(args: argparse.Namespace) -> int:
     from virtwatch.tui.factory import make_app  # Textual loads only for the screen
     from virtwatch.tui.settings import default_config_path
 
-    config_path = Path(args.config) if args.config else default_config_path()
-    config = load_config(config_path)
+    config = config_from(args)
+    config_path = config.path or default_config_path()
     prepare_libvirt()
     chosen = None
     if args.uri or not config.hosts():

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from virtwatch.cli.parser import default_db_path
+from virtwatch.cli.compose import config_from, database_of
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.storage.engine import db_url, sqlite_path
@@ -23,7 +23,7 @@ async def run_db(args: argparse.Namespace) -> int:
     from virtwatch.storage.queries import Queries
     from virtwatch.storage.store import Store
 
-    url = db_url(args.db or default_db_path())
+    url = db_url(database_of(args, config_from(args)))
     if args.db_command == "stats":
         path = sqlite_path(url)
         if path is not None and not path.exists():

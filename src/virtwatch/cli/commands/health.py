@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from virtwatch.cli.compose import build_runtime, config_from, hosts_from
+from virtwatch.cli.compose import build_runtime, config_from, configured_db, hosts_from
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.process import prepare_libvirt
 from virtwatch.storage.engine import db_url
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 async def run_health(args: argparse.Namespace) -> int:
     """Every health check once, headless: a table (or --json) on stdout; the exit code is
-    the worst state: 0 ok, 1 warn or unknown, 2 crit. Thresholds from the config's [health]."""
+    the worst state: 0 ok, 1 warn (or a check without data yet), 2 crit; 3 (Nagios UNKNOWN)
+    when virtwatch could not judge, set by `main`. Thresholds from the config's [health]."""
     from virtwatch.core.health.checks import CATALOGUE, runtime_checks, store_check
     from virtwatch.core.health.monitor import (
         HealthMonitor,
@@ -54,8 +55,9 @@ async def run_health(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.1)
         checks = runtime_checks(settings, rt, events=rt.events)
         writer = None
-        if args.db:
-            store = await stack.enter_async_context(Store(db_url(args.db)))
+        db = args.db or configured_db(config)
+        if db:
+            store = await stack.enter_async_context(Store(db_url(db)))
             # as a dashboard would: a recorder that records a host keeps its history
             writer = await stack.enter_async_context(
                 StoreWriter(store, hub, role=WriterRole.DASHBOARD)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from virtwatch import __version__
-from virtwatch.cli.parser import default_db_path
-from virtwatch.core.errors import AppError, ErrorCode
+from virtwatch.cli.compose import config_from, database_of
+from virtwatch.core.errors import AppError, ErrorCode, write_error
 from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.storage.engine import db_url, sqlite_path
 
@@ -22,12 +22,13 @@ if TYPE_CHECKING:
     from virtwatch.storage.store import Store
 
 
-async def _history_store(db: str | None) -> Store:
-    """The database to read history from: it must exist and be at the current schema."""
+async def _history_store(args: argparse.Namespace) -> Store:
+    """The database to read history from (--db, else [storage] db, else the default): it
+    must exist and be at the current schema."""
     from virtwatch.storage.revision import HEAD_REVISION
     from virtwatch.storage.store import Store
 
-    url = db_url(db or default_db_path())
+    url = db_url(database_of(args, config_from(args)))
     path = sqlite_path(url)
     if path is not None and not path.exists():
         raise AppError(
@@ -73,7 +74,7 @@ async def run_timeline(args: argparse.Namespace) -> int:
     from virtwatch.storage.timeline_queries import TimelineQueries
 
     window, flt = _window_and_filter(args)
-    store = await _history_store(args.db)
+    store = await _history_store(args)
     try:
         result = await TimelineQueries(store).timeline(window, flt)
     finally:
@@ -103,14 +104,17 @@ async def run_export(args: argparse.Namespace) -> int:
     from virtwatch.storage.export import export_to, write_window
 
     window, flt = _window_and_filter(args)
-    store = await _history_store(args.db)
+    store = await _history_store(args)
     by = f"virtwatch {__version__}"
     try:
         if args.output == "-":
             await export_to(store, window, sys.stdout, flt, generated_by=by)
         else:
             path = Path(args.output)
-            words = await write_window(store, window, path, flt, generated_by=by)
+            try:
+                words = await write_window(store, window, path, flt, generated_by=by)
+            except OSError as err:
+                raise write_error(path, err) from err
             print(f"virtwatch: wrote {path}: " + "; ".join(words), file=sys.stderr)
     finally:
         await store.close()

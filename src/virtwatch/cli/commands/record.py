@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from virtwatch.cli.compose import (
     build_runtime,
     config_from,
+    database_of,
     freeze_the_start,
     hosts_from,
     recording,
 )
-from virtwatch.cli.parser import default_db_path
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.process import prepare_libvirt
 from virtwatch.core.libvirt.uri import redact_text
@@ -31,11 +31,9 @@ if TYPE_CHECKING:
 
 async def run_record(args: argparse.Namespace) -> int:
     """Collect and write until SIGINT/SIGTERM, then flush and exit 0."""
-    from virtwatch.storage.settings import parse_storage
     from virtwatch.storage.store import Store
 
     config = config_from(args)
-    storage = parse_storage(config.section("storage"), config.path)
     prepare_libvirt()
     hosts = hosts_from(config, args)
     if args.name and len(hosts) == 1:
@@ -46,7 +44,7 @@ async def run_record(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Store(db_url(args.db or storage.db or default_db_path())) as store:
+        async with Store(db_url(database_of(args, config))) as store:
             async with recording(config, build_runtime(config, hosts, hub), hub, store) as writer:
                 freeze_the_start()
                 names = ", ".join(h.label for h in hosts)

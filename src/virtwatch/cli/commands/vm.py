@@ -7,11 +7,11 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from virtwatch.cli.compose import config_from, database_of
 from virtwatch.cli.parser import (
     ANSWER_S,
     EXIT_NOT_VERIFIED,
     ONE_SHOT_CLOSE_S,
-    default_db_path,
     resolve_uri,
 )
 from virtwatch.core.hub import Hub
@@ -39,6 +39,7 @@ async def run_vm(args: argparse.Namespace) -> int:
     Exit 0 when verified, 1 when ignored/failed, 2 on an error (missing VM, ...)."""
     from virtwatch.storage.store import Store
 
+    db = database_of(args, config_from(args))  # a bad config fails before anything acts
     prepare_libvirt()
     LibvirtEventThread.ensure_running()  # before the first open: reboots are seen as events
     uri, _explicit = resolve_uri(args.uri)
@@ -55,7 +56,7 @@ async def run_vm(args: argparse.Namespace) -> int:
             rows.append(item)
 
     # the store opens first: no action without a place for its audit row
-    async with Store(db_url(args.db or default_db_path())) as store:
+    async with Store(db_url(db)) as store:
         source = SingleConnection(
             uri, read_only=args.read_only, open_timeout_s=ANSWER_S, call_timeout_s=ANSWER_S
         )
