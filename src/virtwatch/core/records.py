@@ -3,7 +3,7 @@
 Each is immutable and carries the wall-clock time (epoch seconds) it happened at.
 Producers: the event thread (DomainEvent), the task runner (TaskUpdate), actions
 (AuditRecord), health checks (HealthResult, HealthAlert), connection sources
-(HostConnection). `ErrorReport` lives in `reports.py`.
+(HostConnection). `ErrorReport` lives in `incidents.py`.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The Textual dashboard and the command line: the composition root lives in `cli.py`."""
+"""The Textual dashboard: screens, panes and widgets. It is built and wired by the
+composition root, `virtwatch.cli.compose`; it never builds the runtime or the store."""

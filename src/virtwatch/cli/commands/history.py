@@ -99,7 +99,7 @@ async def run_timeline(args: argparse.Namespace) -> int:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    """The window as one JSON document (schema in README), to --output or stdout, each
+    """The window as one JSON document (schema: docs/export-schema.md), to --output or stdout, each
     metric series written as soon as the database has it (never all of it in memory)."""
     from virtwatch.storage.export import export_to, write_window
 

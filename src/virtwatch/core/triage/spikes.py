@@ -3,7 +3,7 @@
 A minute is *hot* when its mean is above the series' own baseline — the 95th percentile
 of its minute means over the previous 24 h — by a margin; a spike is a run of consecutive
 hot minutes held for a minimum duration. `SeriesJudge` is the one state machine both the
-recorder (spikewatch.py) and `detect_spikes` (tests, backfills) drive.
+recorder (spike_watch.py) and `detect_spikes` (tests, backfills) drive.
 """
 
 from __future__ import annotations
