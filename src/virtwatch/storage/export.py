@@ -1,6 +1,7 @@
 """The incident export: one JSON document holding a window of the store, for a ticket.
 
-Schema `virtwatch.export`, version `EXPORT_SCHEMA_VERSION` (docs/export-schema.md, docs/export.schema.json):
+Schema `virtwatch.export`, version `EXPORT_SCHEMA_VERSION` (docs/export-schema.md, and as
+a JSON Schema docs/export.schema.json):
 within a version keys are only ever added. Metrics are columns (storage/minutes.py):
 one object per series, minute starts encoded once, one array per aggregate. Every
 string is redacted of credentials (URIs with passwords, keyfile=...) and values under
