@@ -16,6 +16,7 @@ import libvirt
 import psutil
 
 from tests.vms import QEMU_URI
+from tests.waiting import wait_until
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 PIDFILE = Path("/run/libvirtd.pid")
@@ -43,14 +44,14 @@ def kill_libvirtd() -> int:
     proc = libvirtd_process()
     assert proc is not None, "libvirtd is not running"
     os.kill(proc.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def dead() -> bool:
         try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                break
+            return proc.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
+            return True
+
+    wait_until(dead, "libvirtd to die of SIGKILL", step_s=0.02)
     return proc.pid
 
 
@@ -67,11 +68,7 @@ def start_libvirtd() -> tuple[float, float]:
     """Start libvirtd; return (wall time it first answered, seconds that took)."""
     started = time.monotonic()
     subprocess.run(["libvirtd", "-d"], check=True, timeout=60)
-    deadline = time.monotonic() + 60
-    while not daemon_answers():
-        if time.monotonic() > deadline:
-            raise AssertionError("libvirtd did not answer within 60 s of its restart")
-        time.sleep(0.05)
+    wait_until(daemon_answers, "libvirtd to answer after its restart", timeout_s=60, step_s=0.05)
     return time.time(), time.monotonic() - started
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_tmux import BIN, tmux, wait_for
+from tests.e2e.test_tmux import BIN, STARTUP_S, tmux
+from tests.waiting import wait_until
 from virtwatch.cli.compose import choose_host
 from virtwatch.core.libvirt.demo import demo_uri
 
@@ -78,14 +79,14 @@ def test_the_dashboard_says_it_shows_the_demo_host_and_why(
     def screen() -> str:
         return tmux("capture-pane", "-p", "-t", session)
 
-    wait_for(lambda: "DEMO HOST" in screen(), 20, "the demo notice")
+    wait_until(lambda: "DEMO HOST" in screen(), "the demo notice", timeout_s=STARTUP_S, seen=screen)
     text = "".join(screen().split())  # the notice folds wherever the width puts it
     assert "didnotanswer" in text
     assert "Startlibvirtdorpass--uri" in text
     assert "demo" in text
-    wait_for(lambda: "running" in screen(), 20, "the demo fleet's VMs")
+    wait_until(lambda: "running" in screen(), "the demo fleet's VMs", seen=screen)
     tmux("send-keys", "-t", session, "q")
-    wait_for(rc.exists, 20, "virtwatch to exit")
+    wait_until(rc.exists, "virtwatch to exit", seen=screen)
     assert rc.read_text().strip() == "0"
 
 
@@ -98,7 +99,12 @@ def test_a_named_uri_that_does_not_answer_shows_the_outage_not_the_demo(
     def screen() -> str:
         return tmux("capture-pane", "-p", "-t", session)
 
-    wait_for(lambda: "reconnecting" in screen(), 20, "the outage on screen")
+    wait_until(
+        lambda: "reconnecting" in screen(),
+        "the outage on screen",
+        timeout_s=STARTUP_S,
+        seen=screen,
+    )
     # long lines fold wherever the terminal's width puts them: compare without spaces
     text = "".join(screen().split())
     assert text.startswith(silent_uri)  # the host line names that URI

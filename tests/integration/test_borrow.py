@@ -11,13 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
+from tests.waiting import WAIT_S, until
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.libvirt import connection as connection_module
 from virtwatch.core.libvirt.connection import (
@@ -34,15 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 URI = "test:///default"
 
 
-def wait_until_true(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, "never happened"
-        time.sleep(0.01)
-
-
 def wait_for(event: threading.Event) -> None:
-    assert event.wait(10), "the test's call was never released"
+    assert event.wait(WAIT_S), "the test's call was never released"
 
 
 async def test_teardown_waits_for_the_thread_inside_a_call() -> None:
@@ -107,7 +100,7 @@ async def test_a_waiter_for_its_turn_does_not_call_a_connection_that_began_closi
     await asyncio.to_thread(wait_for, inside)
     b = asyncio.create_task(asyncio.to_thread(guard.run, second))
     # the second thread is counted while it waits for its turn
-    await asyncio.to_thread(lambda: wait_until_true(lambda: guard.busy == 2))
+    await until(lambda: guard.busy == 2, "two calls inside", step_s=0.01)
     await asyncio.to_thread(guard.teardown)
     release.set()
     await a

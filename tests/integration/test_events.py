@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
+from tests.waiting import WAIT_S, until
 from virtwatch.core.collect.collector import Collector
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub, Subscription
@@ -24,19 +24,10 @@ from virtwatch.core.records import DomainEvent, EventKind
 
 pytestmark = pytest.mark.libvirt
 
-WAIT_S = 10.0  # a generous bound so a stuck test fails instead of hanging; not a timing
-
 
 async def next_event(sub: Subscription[DomainEvent]) -> DomainEvent:
     async with asyncio.timeout(WAIT_S):
         return await sub.get()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
 
 
 async def call(b: Borrowed, name: str, method: str) -> None:
@@ -178,7 +169,7 @@ async def test_callbacks_come_back_after_the_connection_is_replaced(
                 await outlive_deadline(first, release)  # the connection is given up
         finally:
             release.set()  # its call returns: the old connection closes behind it
-        await until(lambda: s.stats.registrations == 2)  # the watch noticed and reopened
+        await until(lambda: s.stats.registrations == 2, "the watch to notice and reopen")
         async with source.connection() as second:
             assert second.connection_id != first.connection_id
             registered = await second.call(lambda conn: len(conn.domainEventCallbackID))
@@ -210,7 +201,9 @@ async def test_an_unreachable_host_is_reported_once_and_does_not_fail_the_open()
     source = SingleConnection("qemu+unix:///system?socket=/nonexistent/virtwatch.sock")
     try:
         async with DomainEventStream(source, hub.publish, host="gone", check_interval_s=0.02) as s:
-            await until(lambda: s.stats.registrations == 0 and errors.pending() >= 1)
+            await until(
+                lambda: s.stats.registrations == 0 and errors.pending() >= 1, "the error report"
+            )
             await asyncio.sleep(0.1)  # several more checks fail in this time
             assert s.registered == 0
     finally:

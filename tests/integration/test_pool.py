@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import libvirt
 import pytest
 
 from tests.conftest import FleetFactory
+from tests.waiting import until
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
@@ -31,15 +31,6 @@ from virtwatch.core.runtime import HostConfig, Runtime
 pytestmark = pytest.mark.libvirt
 
 SECRET = "hunter2-xyzzy"
-
-
-async def eventually(pred: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    """Wait until `pred()` holds (state changes in the background, never a timing test)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 def settings(**kw: float) -> PoolSettings:
@@ -103,7 +94,7 @@ async def scenario_fifo(uri: str) -> None:
         tasks = []
         for i in range(10):
             tasks.append(asyncio.create_task(waiter(i)))
-            await eventually(_waiters_are(pool, i + 1), f"{i + 1} waiters")
+            await until(_waiters_are(pool, i + 1), f"{i + 1} waiters")
         pool.release(held)
         await asyncio.gather(*tasks)
         assert order == list(range(10))
@@ -146,14 +137,14 @@ async def scenario_cancel_mid_acquire(uri: str) -> None:
         held = await pool.acquire()
         # 1. cancelled while waiting
         waiting = asyncio.create_task(pool.acquire())
-        await eventually(lambda: pool.stats().waiters == 1, "one waiter")
+        await until(lambda: pool.stats().waiters == 1, "one waiter")
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
         assert pool.stats().waiters == 0
         # 2. handed the connection, then cancelled before it could run
         racing = asyncio.create_task(pool.acquire())
-        await eventually(lambda: pool.stats().waiters == 1, "one waiter")
+        await until(lambda: pool.stats().waiters == 1, "one waiter")
         pool.release(held)  # hands `held` to the waiter's future ...
         racing.cancel()  # ... which is cancelled before it resumes
         with pytest.raises(asyncio.CancelledError):
@@ -225,7 +216,7 @@ async def scenario_cancel_mid_use(uri: str) -> None:
         assert not _is_closed(abandoned)
         assert not finished
         gate.set()  # the abandoned call finishes on a connection that is still open ...
-        await eventually(lambda: _is_closed(abandoned), "closed once its call left libvirt")
+        await until(lambda: _is_closed(abandoned), "closed once its call left libvirt")
         assert len(finished) == 1
         assert finished[0] > 0  # ... and only then is it closed
         stats = pool.stats()
@@ -315,7 +306,7 @@ async def test_waiters_are_failed_when_the_pool_closes(make_fleet: FleetFactory)
     await pool.open()
     held = await pool.acquire()
     waiter = asyncio.create_task(pool.acquire())
-    await eventually(lambda: pool.stats().waiters == 1, "one waiter")
+    await until(lambda: pool.stats().waiters == 1, "one waiter")
     closing = asyncio.create_task(pool.close(grace_s=5))
     with pytest.raises(AppError, match="closing"):
         await waiter
@@ -339,7 +330,7 @@ async def test_close_drains_then_terminates_abandoning_a_stuck_borrower(
     assert not _is_closed(stuck)
     assert await lib_version(stuck) > 0
     pool.release(stuck)  # ... and closed when it comes back
-    await eventually(lambda: _is_closed(stuck), "the abandoned connection closed")
+    await until(lambda: _is_closed(stuck), "the abandoned connection closed")
     assert pool.stats().destroyed == 2
 
 
@@ -389,7 +380,7 @@ async def test_a_connection_that_fails_dead_is_replaced(make_fleet: FleetFactory
     )
     async with pool:
         broken = await _fail_dead(pool.connection())  # as if libvirtd dropped it mid-call
-        await eventually(lambda: pool.stats().idle == 2 and pool.stats().created == 3, "replaced")
+        await until(lambda: pool.stats().idle == 2 and pool.stats().created == 3, "replaced")
         stats = pool.stats()
         assert (stats.destroyed, stats.failures) == (1, 1)
         async with pool.connection() as fresh:
@@ -429,8 +420,8 @@ async def test_idle_connections_are_probed_periodically(make_fleet: FleetFactory
         await broken.call(_break)
         pool.release(broken)
         assert pool.stats().failures == 0
-        await eventually(lambda: pool.stats().failures == 1, "the probe found it dead")
-        await eventually(lambda: pool.stats().idle == 1 and pool.stats().created == 2, "replaced")
+        await until(lambda: pool.stats().failures == 1, "the probe found it dead")
+        await until(lambda: pool.stats().idle == 1 and pool.stats().created == 2, "replaced")
 
 
 async def test_idle_connections_above_min_are_closed(make_fleet: FleetFactory) -> None:
@@ -440,7 +431,7 @@ async def test_idle_connections_above_min_are_closed(make_fleet: FleetFactory) -
         for borrowed in lent:
             pool.release(borrowed)
         assert pool.stats().idle == 4
-        await eventually(lambda: pool.stats().idle == 1, "reaped down to min_size")
+        await until(lambda: pool.stats().idle == 1, "reaped down to min_size")
         assert pool.stats().destroyed == 3
         assert pool.stats().failures == 0
 
@@ -469,7 +460,7 @@ async def test_an_unreachable_host_is_reported_and_retried_with_backoff() -> Non
         assert "lab is unreachable" in err.message
         assert SECRET not in err.message
         assert "admin:***@127.0.0.1" in err.message
-        await eventually(lambda: pool.stats().failures >= 4, "retried in the background")
+        await until(lambda: pool.stats().failures >= 4, "retried in the background")
         seen = [states.get_nowait() for _ in range(states.pending())]
         retrying = [s for s in seen if s is not None and s.state is ConnectionState.RECONNECTING]
         assert retrying
@@ -544,7 +535,7 @@ async def test_a_fleet_file_that_appears_later_is_picked_up(tmp_path: Path) -> N
             "<node><domain type='test'><name>vm</name><memory>65536</memory>"
             "<os><type>hvm</type></os></domain></node>"
         )
-        await eventually(lambda: pool.connection_state is ConnectionState.CONNECTED, "connected")
+        await until(lambda: pool.connection_state is ConnectionState.CONNECTED, "connected")
         async with pool.connection() as b:
             assert await lib_version(b) > 0
     seen = [states.get_nowait() for _ in range(states.pending())]
@@ -581,7 +572,7 @@ async def test_a_dedicated_connection_reopens_and_reruns_its_listeners(
             assert shared.connection_id != first.connection_id  # never lent to anyone else
         assert len(opened) == 1
         assert (await _fail_dead(source.connection())).connection_id == first.connection_id
-        await eventually(lambda: len(opened) == 2, "reopened in the background")
+        await until(lambda: len(opened) == 2, "reopened in the background")
         async with source.connection() as second:
             assert second.connection_id != first.connection_id
             assert await lib_version(second) > 0
@@ -629,10 +620,10 @@ async def test_stats_are_published_on_change_and_add_up(make_fleet: FleetFactory
     )
     async with pool:
         lent = [await pool.acquire() for _ in range(3)]
-        await eventually(lambda: (s := newest()) is not None and s.in_use == 3, "3 lent")
+        await until(lambda: (s := newest()) is not None and s.in_use == 3, "3 lent")
         for borrowed in lent:
             pool.release(borrowed)
-        await eventually(lambda: (s := newest()) is not None and s.idle == 3, "3 idle")
+        await until(lambda: (s := newest()) is not None and s.idle == 3, "3 idle")
         shown = newest()
         assert shown is not None
         assert shown.size == shown.idle + shown.in_use + shown.dedicated_open
@@ -654,7 +645,7 @@ async def test_the_runtime_opens_a_pool_per_host_and_leaves_no_task(
     ]
     async with Runtime(hosts, hub=hub) as rt:
         assert set(rt.pools) == {"a", "b"}
-        await eventually(lambda: all(c.last is not None for c in rt.collectors), "both ticked")
+        await until(lambda: all(c.last is not None for c in rt.collectors), "both ticked")
         for source in rt.sources:
             assert source.name == "collector"
             assert source.live

@@ -22,7 +22,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, VmFactory, diskless_xml, unique_name
+from tests.waiting import wait_until
 from virtwatch.core.errors import ErrorCode, Severity, from_libvirt
 
 pytestmark = pytest.mark.qemu
@@ -174,11 +174,11 @@ def _collide_on_the_job_lock(dom: libvirt.virDomain) -> libvirt.libvirtError:
     holder = threading.Thread(target=_quietly, args=(dom.suspend,), daemon=True)
     holder.start()
     try:
-        deadline = time.monotonic() + 20
-        while dom.controlInfo()[0] != libvirt.VIR_DOMAIN_CONTROL_OCCUPIED:
-            if time.monotonic() > deadline:
-                pytest.fail("the first call never reached the frozen QEMU monitor")
-            time.sleep(0.05)
+        wait_until(
+            lambda: dom.controlInfo()[0] == libvirt.VIR_DOMAIN_CONTROL_OCCUPIED,
+            "the first call to reach the frozen QEMU monitor",
+            step_s=0.05,
+        )
         return produce(dom.resume)
     finally:
         os.kill(pid, signal.SIGCONT)

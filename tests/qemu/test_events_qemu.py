@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 
 import libvirt
 import pytest
 
 from tests.integration.test_events import outlive_deadline
 from tests.vms import QEMU_URI, VmFactory
+from tests.waiting import WAIT_S, until
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.events import DomainEventStream
 from virtwatch.core.records import DomainEvent, EventKind
 
 pytestmark = pytest.mark.qemu
-
-WAIT_S = 30.0  # a bound so a stuck test fails instead of hanging; not a timing
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 async def event_for(
@@ -140,7 +130,7 @@ async def test_events_still_arrive_after_the_connection_is_replaced(
                     await outlive_deadline(first, release)
             finally:
                 release.set()  # its call returns: the old connection closes behind it
-            await until(lambda: stream.stats.registrations == 2)
+            await until(lambda: stream.stats.registrations == 2, "the stream to register again")
             async with source.connection() as second:
                 assert second.connection_id != first.connection_id
                 registered = await second.call(lambda conn: len(conn.domainEventCallbackID))

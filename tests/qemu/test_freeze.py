@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import pytest
 
 from tests.daemon import ensure_libvirtd, frozen, kill_libvirtd, libvirtd_pid, start_libvirtd
 from tests.vms import QEMU_URI, diskless_xml, unique_name
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -39,17 +40,6 @@ WINDOW_S = 15  # [errors] window_s: a freeze's incident closes this long after t
 QUIET_S = WINDOW_S + 4  # between freezes: each freeze must be an incident of its own
 LINK_CODES = ("LIBVIRT_CONNECTION_FAILED", "LIBVIRT_CONNECTION_LOST", "LIBVIRT_NOT_ANSWERING")
 AGE = re.compile(r"data (\d+)s ago")
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, step: float = 0.2) -> float:
-    """Seconds until `check()` held; fails the test after `timeout_s`."""
-    started = time.monotonic()
-    while True:
-        if check():
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout_s:
-            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(step)
 
 
 class Terminal:
@@ -177,8 +167,15 @@ def watchers(tmp_path: Path, vms: list[str]) -> Iterator[Watchers]:
         )
     w = Watchers(term, recorder, dash_db, rec_db, rc_file, rec_err)
     try:
-        wait_until(lambda: "VMs" in w.term.header() and w.fresh_on_screen(), 60, "the dashboard")
-        wait_until(lambda: w.recorded_after(time.time() - 1), 60, "the recorder's samples")
+        wait_until(
+            lambda: "VMs" in w.term.header() and w.fresh_on_screen(),
+            "the dashboard",
+            timeout_s=60,
+            seen=w.term.header,
+        )
+        wait_until(
+            lambda: w.recorded_after(time.time() - 1), "the recorder's samples", timeout_s=60
+        )
         yield w
     finally:
         ensure_libvirtd()
@@ -210,10 +207,12 @@ def freeze_once(w: Watchers, seconds: float) -> Cycle:
         cycle.during = w.term.header()
         time.sleep(max(0.0, seconds - (time.time() - stopped_at)))
     cycle.thawed_at = time.time()
-    cycle.dashboard_back_s = wait_until(w.fresh_on_screen, 30, "the dashboard to reconnect")
+    cycle.dashboard_back_s = wait_until(
+        w.fresh_on_screen, "the dashboard to reconnect", seen=w.term.header
+    )
     thawed = cycle.thawed_at
     cycle.recorder_back_s = wait_until(
-        lambda: w.recorded_after(thawed), 30, "the recorder to record again"
+        lambda: w.recorded_after(thawed), "the recorder to record again"
     )
     cycle.recorder_back_s = latest_sample(w.rec_db) - thawed  # when its sample was taken
     w.both_alive()
@@ -279,8 +278,8 @@ def test_frozen_then_killed_while_frozen_then_restarted(watchers: Watchers) -> N
     w.both_alive()
     assert "reconnecting" in w.term.header(), w.term.header()
     answered_at, took = start_libvirtd()
-    back = wait_until(w.fresh_on_screen, 30, "the dashboard after the restart")
-    assert wait_until(lambda: w.recorded_after(answered_at), 30, "the recorder after it") >= 0
+    back = wait_until(w.fresh_on_screen, "the dashboard after the restart", seen=w.term.header)
+    assert wait_until(lambda: w.recorded_after(answered_at), "the recorder after it") >= 0
     assert latest_sample(w.rec_db) - answered_at <= RECONNECT_BOUND_S
     assert time.time() - back - answered_at <= RECONNECT_BOUND_S + 1
     w.both_alive()

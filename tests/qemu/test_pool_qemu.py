@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.integration.test_pool import (
-    eventually,
     scenario_acquire_timeout,
     scenario_cancel_mid_acquire,
     scenario_cancel_mid_use,
@@ -17,6 +16,7 @@ from tests.integration.test_pool import (
     scenario_many_borrowers,
 )
 from tests.vms import QEMU_URI, VmFactory
+from tests.waiting import until
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.pool import LibvirtPool
 from virtwatch.core.libvirt.pool_policy import PoolSettings
@@ -74,6 +74,6 @@ async def test_borrowers_drive_real_vms_while_the_collector_keeps_its_own_connec
         assert len(lent) <= 3  # max 4, one of them dedicated
         stats = pool.stats()
         assert (stats.failures, stats.timeouts, stats.in_use) == (0, 0, 0)
-        await eventually(lambda: pool.connection_state is ConnectionState.CONNECTED, "connected")
+        await until(lambda: pool.connection_state is ConnectionState.CONNECTED, "connected")
     kinds = [s.state for s in (states.get_nowait() for _ in range(states.pending())) if s]
     assert kinds == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, ConnectionState.CLOSED]

@@ -10,12 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.vms import QEMU_URI, diskless_xml, unique_name
+from tests.waiting import until
 
 pytestmark = pytest.mark.qemu
 
@@ -34,14 +34,13 @@ def rows(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
         con.close()
 
 
-async def wait_for_rows(db: Path, sql: str, *params: object, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(sqlite3.Error):
-            if rows(db, sql, *params):
-                return
-        await asyncio.sleep(0.3)
-    pytest.fail(f"no rows for: {sql} {params}")
+async def wait_for_rows(db: Path, sql: str, *params: object) -> None:
+    def found() -> bool:
+        with contextlib.suppress(sqlite3.Error):  # the recorder may not have made it yet
+            return bool(rows(db, sql, *params))
+        return False
+
+    await until(found, f"rows for: {sql} {params}", step_s=0.3)
 
 
 async def test_record_stores_events_drift_and_samples(hypervisor: None, tmp_path: Path) -> None:

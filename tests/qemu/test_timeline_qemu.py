@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import libvirt
 import pytest
 
 from tests.vms import QEMU_URI, diskless_xml, unique_name
+from tests.waiting import until
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
 from virtwatch.core.libvirt.connection import SingleConnection
@@ -51,13 +52,6 @@ HOST = "qemu-incident"
 WAIT_S = 60.0  # a bound so a stuck test fails instead of hanging; not a timing
 ACTOR = Actor("ops-alice", "192.0.2.7")
 MIN = 60
-
-
-async def until(predicate: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached: {what}"
-        await asyncio.sleep(0.1)
 
 
 def bigger(name: str, uuid: str) -> str:
@@ -131,13 +125,17 @@ async def test_a_recorded_incident_reads_back_as_one_timeline(
                 await act(Action.RESUME)
                 # the failed resume's hint names the last event before it: let the resume's
                 # own event arrive first (a loaded machine can deliver it after the verify)
-                await until(lambda: "resumed: unpaused" in heard, "the resume's event")
+                await until(
+                    lambda: "resumed: unpaused" in heard, "the resume's event", timeout_s=WAIT_S
+                )
                 with pytest.raises(AppError) as refused:
                     await act(Action.RESUME)  # it is running: refused, audited as failed
                 assert refused.value.code is ErrorCode.MACHINE_INVALID_STATE
-                await until(lambda: uuid in watcher.known, "the watcher saw the VM")
+                await until(
+                    lambda: uuid in watcher.known, "the watcher saw the VM", timeout_s=WAIT_S
+                )
                 await asyncio.to_thread(conn.defineXML, bigger(name, uuid))
-                await until(lambda: watcher.published, "the drift was noticed")
+                await until(lambda: watcher.published, "the drift was noticed", timeout_s=WAIT_S)
                 await act(Action.FORCE_OFF)
 
                 # spikes: samples at chosen times, through the writer, rolled up, judged
@@ -159,16 +157,19 @@ async def test_a_recorded_incident_reads_back_as_one_timeline(
 
                 last: list[str] = []
 
-                def landed() -> bool:
+                async def landed() -> bool:
+                    last[:] = await stored_titles()
                     return "stopped: destroyed" in last and any(
                         t.startswith("CPU spike over") for t in last
                     )
 
-                deadline = time.monotonic() + WAIT_S
-                while not landed():
-                    assert time.monotonic() < deadline, f"not stored: {last}"
-                    await asyncio.sleep(0.2)
-                    last = await stored_titles()
+                await until(
+                    landed,
+                    "the stop and the spike stored",
+                    timeout_s=WAIT_S,
+                    step_s=0.2,
+                    seen=lambda: last,
+                )
             finally:
                 drift.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

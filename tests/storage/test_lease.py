@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from tests.storage.waiting import until
+from tests.waiting import until
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.health.checks import store_readings
 from virtwatch.core.health.monitor import Thresholds

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FleetFactory
-from tests.storage.waiting import until
+from tests.waiting import until
 from virtwatch.core.hub import Hub
 from virtwatch.core.records import DomainEvent, EventKind
 from virtwatch.core.runtime import HostConfig, Runtime

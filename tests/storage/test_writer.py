@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tests.canned import NOW, fleet_snapshot
 from tests.storage.databases import pg_run
-from tests.storage.waiting import until
+from tests.waiting import until
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.health.checks import store_readings
 from virtwatch.core.health.monitor import Thresholds, judge

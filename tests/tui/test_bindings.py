@@ -4,13 +4,13 @@ details loader."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
 from tests.canned import HOST, NOW, audit_records, domain_events
 from tests.conftest import FleetFactory
+from tests.waiting import until
 from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
@@ -28,12 +28,11 @@ from virtwatch.tui.ports import VmRef
 
 
 async def wait_for_audit(seen: list[object], n: int) -> list[AuditRecord]:
-    for _ in range(200):
-        audits = [x for x in seen if isinstance(x, AuditRecord)]
-        if len(audits) >= n:
-            return audits
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {n} audit records in {seen!r}")
+    def audits() -> list[AuditRecord]:
+        return [x for x in seen if isinstance(x, AuditRecord)]
+
+    await until(lambda: len(audits()) >= n, f"{n} audit records", seen=lambda: seen)
+    return audits()
 
 
 @pytest.mark.libvirt
@@ -92,10 +91,7 @@ async def test_details_service_reads_definitions(make_fleet: FleetFactory) -> No
         Runtime([HostConfig(uri, name="lab", interval_s=0.1)], hub=hub) as rt,
         DetailsService(rt.pools, hub) as details,
     ):
-        for _ in range(100):
-            if rt.collectors[0].last is not None:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: rt.collectors[0].last is not None, "the first snapshot")
         snap = rt.collectors[0].last
         assert snap is not None
         got = await details.details("lab", snap.domains[0].uuid)

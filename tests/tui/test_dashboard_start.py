@@ -5,17 +5,16 @@ with its error. A real test-driver runtime, a real SQLite file, the real app (pi
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FleetFactory
+from tests.waiting import until
 from virtwatch.cli.compose import build_runtime, recording_after_start
 from virtwatch.core.config import Config
 from virtwatch.core.errors import AppError
@@ -29,15 +28,6 @@ from virtwatch.tui.factory import make_app
 pytestmark = pytest.mark.libvirt
 
 NEVER = 3600.0  # the start ends with the first table or the app's exit, never by the clock
-
-
-async def eventually(pred: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Wait until `pred()` holds (state changes in the background, never a timing test)."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +71,7 @@ async def test_the_store_opens_after_the_first_table_and_keeps_what_came_before(
         assert not db.exists()
         assert app.series_source is None
         first = app.board.snapshots["lab"]
-        await eventually(lambda: app.series_source is not None, "the stored history")
+        await until(lambda: app.series_source is not None, "the stored history")
         assert app.timeline is not None
         await pilot.press("q")
     # what the runtime published before the writer existed was kept: its very first
@@ -101,7 +91,7 @@ async def test_an_app_that_leaves_before_any_table_still_keeps_its_records(
     db = tmp_path / "virtwatch.db"
     app, block = compose(f"test://{tmp_path / 'no-such-fleet.xml'}", db)  # never answers
     async with block, app.run_test(size=(120, 40)) as pilot:
-        await eventually(lambda: bool(app.board.errors), "the host's error on screen")
+        await until(lambda: bool(app.board.errors), "the host's error on screen")
         assert not app.first_table.is_set()
         await pilot.press("q")
     assert count(db, "SELECT count(*) FROM error_log") >= 1
@@ -118,7 +108,7 @@ async def test_a_database_that_cannot_open_ends_the_app_with_its_error(
     async def run() -> None:
         async with block, app.run_test(size=(120, 40)):
             await app.first_table.wait()
-            await eventually(lambda: not app.is_running, "the app ending")
+            await until(lambda: not app.is_running, "the app ending")
 
     with pytest.raises(AppError, match="cannot open the database"):
         await run()
