@@ -90,8 +90,10 @@ def test_force_off_typed_count(snap_compare: SnapCompare, size: tuple[int, int])
 def test_vm_detail(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     """web-01's detail: facts (running: booted, up 3h12m, uuid, vCPU 2, memory), recent
     rows (start failed, events started/stopped, reboot verified by alice@10.0.0.5,
-    MACHINE_INVALID_STATE); four plots (CPU %, Memory, Disk, Network) over 5 min from
-    memory with vertical event markers; the span bar with '1 5 min' highlighted."""
+    MACHINE_INVALID_STATE); the definition box saying 'device figures: not available
+    here' (no live details source in this scene) above the definition; four plots (CPU %,
+    Memory, Disk, Network) over 5 min from memory with vertical event markers; the span bar
+    with '1 5 min' highlighted."""
     app, hub = build_app()
     scene = then(dashboard(hub), "enter", select="web-01")
     assert snap_compare(app, terminal_size=size, run_before=scene)

@@ -8,9 +8,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from virtwatch.core.collect.details import DomainDetails, clear_details_on_events, details_loader
+from virtwatch.core.collect.details import (
+    DomainDetails,
+    ExtraStats,
+    clear_details_on_events,
+    details_loader,
+    extra_stats_loader,
+)
 from virtwatch.core.collect.loader import DataLoader
 from virtwatch.core.errors import AppError, ErrorCode, Severity
 from virtwatch.core.hub import Hub
@@ -23,6 +29,9 @@ from virtwatch.tui.ports import VmRef
 
 if TYPE_CHECKING:  # the dashboard paints before it loads SQLAlchemy
     from virtwatch.storage.queries import Queries
+
+
+V = TypeVar("V")
 
 
 class RunnerActions:
@@ -89,20 +98,33 @@ class StoredHistory:
 
 
 class LoaderDetails:
-    """DetailsSource over one details DataLoader per host (by host label)."""
+    """DetailsSource (and ExtraStatsSource) over one details DataLoader and one
+    extra-stats DataLoader per host (by host label)."""
 
-    def __init__(self, loaders: Mapping[str, DataLoader[str, DomainDetails]]) -> None:
+    def __init__(
+        self,
+        loaders: Mapping[str, DataLoader[str, DomainDetails]],
+        extra: Mapping[str, DataLoader[str, ExtraStats]] | None = None,
+    ) -> None:
         self._loaders = loaders
+        self._extra = extra or {}
 
     async def details(self, host: str, vm_uuid: str) -> DomainDetails:
-        loader = self._loaders.get(host)
-        if loader is None:
-            raise AppError(
-                ErrorCode.RESOURCE_NOT_FOUND,
-                f"no details loader for host {host}",
-                "the host is not in this session's configuration",
-            )
-        return await loader.load(vm_uuid)
+        return await _loader_of(self._loaders, host).load(vm_uuid)
+
+    async def extra_stats(self, host: str, vm_uuid: str) -> ExtraStats:
+        return await _loader_of(self._extra, host).load(vm_uuid)
+
+
+def _loader_of(loaders: Mapping[str, DataLoader[str, V]], host: str) -> DataLoader[str, V]:
+    loader = loaders.get(host)
+    if loader is None:
+        raise AppError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"no details loader for host {host}",
+            "the host is not in this session's configuration",
+        )
+    return loader
 
 
 class DetailsService(LoaderDetails):
@@ -111,7 +133,8 @@ class DetailsService(LoaderDetails):
 
     def __init__(self, sources: Mapping[str, ConnectionSource], hub: Hub) -> None:
         self._owned = {host: details_loader(src) for host, src in sources.items()}
-        super().__init__(self._owned)
+        self._owned_extra = {host: extra_stats_loader(src) for host, src in sources.items()}
+        super().__init__(self._owned, self._owned_extra)
         self._events = hub.subscribe(DomainEvent, maxsize=1_000)
         self._task: asyncio.Task[None] | None = None
 
@@ -134,3 +157,5 @@ class DetailsService(LoaderDetails):
                 await self._task
         for loader in self._owned.values():
             await loader.aclose()
+        for extra in self._owned_extra.values():
+            await extra.aclose()

@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
-from virtwatch.core.collect.details import DomainDetails
+from virtwatch.core.collect.details import DeviceFigures, DomainDetails, device_figures
 from virtwatch.core.collect.history import MetricHistory, Point
 from virtwatch.core.errors import AppError
 from virtwatch.core.incidents import ErrorReport
@@ -40,7 +40,13 @@ from virtwatch.tui.format import (
     fmt_pct,
     fmt_rate,
 )
-from virtwatch.tui.ports import DetailsSource, SeriesSource, TimelineSource, VmRef
+from virtwatch.tui.ports import (
+    DetailsSource,
+    ExtraStatsSource,
+    SeriesSource,
+    TimelineSource,
+    VmRef,
+)
 from virtwatch.tui.rows import uptime_text
 
 
@@ -245,6 +251,38 @@ def definition_text(details: DomainDetails | None, note: str = "") -> Text:
     return t
 
 
+_VCPU_STATES = {0: "offline", 1: "running", 2: "blocked"}
+
+
+def devices_text(figures: DeviceFigures | None, note: str = "") -> Text:
+    """Per-vCPU time, per-disk and per-NIC figures of the VM (live, from its counters)."""
+    t = Text()
+    if figures is None:
+        t.append(note or "device figures not loaded", style="dim")
+        return t
+    for v in figures.vcpus:
+        t.append(f"vcpu{v.index} ", style="bold")
+        t.append(f"{fmt_pct(v.busy_pct).strip()} {_VCPU_STATES.get(v.state or -1, '')}".rstrip())
+        t.append("\n")
+    for d in figures.disks:
+        t.append(f"disk {d.name} ", style="bold")
+        t.append(f"read {fmt_rate(d.rd_bps)}, write {fmt_rate(d.wr_bps)}")
+        iops = [f"{x:.0f}" if x is not None else UNKNOWN for x in (d.rd_iops, d.wr_iops)]
+        t.append(f" · {iops[0]}/{iops[1]} IOPS")
+        if d.capacity:
+            t.append(f" · {fmt_kib(d.capacity / 1024)}", style="dim")
+        t.append("\n")
+    for n in figures.nics:
+        t.append(f"nic {n.name} ", style="bold")
+        t.append(f"rx {fmt_rate(n.rx_bps)}, tx {fmt_rate(n.tx_bps)}")
+        if n.errors or n.drops:
+            t.append(f" · {n.errors or 0} errors, {n.drops or 0} drops", style="yellow")
+        t.append("\n")
+    if not (figures.vcpus or figures.disks or figures.nics):
+        t.append("no per-device counters (the VM is not running)\n", style="dim")
+    return t
+
+
 def facts_text(ref: VmRef, d: DomainSample | None, now: float) -> Text:
     t = Text()
     t.append(ref.name, style="bold")
@@ -307,6 +345,7 @@ def recent_text(
 
 
 class VmDetailScreen(Screen[None]):
+    DEVICE_POLL_S: ClassVar[float] = 2.0  # live per-device figures: one reading this often
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "span('MIN5')", "5 min"),
         Binding("2", "span('HOUR1')", "1 h"),
@@ -353,6 +392,7 @@ class VmDetailScreen(Screen[None]):
         super().__init__(id="detail")
         self.details_source = details
         self.details: DomainDetails | None = None
+        self.devices: DeviceFigures | None = None  # the latest per-device figures
         self._details_note = "" if details is not None else "definition: not available here"
         self.ref = ref
         self.history = history
@@ -373,6 +413,7 @@ class VmDetailScreen(Screen[None]):
         with Horizontal(id="detail-top"):
             yield Static("", id="detail-facts", markup=False)
             with VerticalScroll(id="detail-definition-box"):
+                yield Static("", id="detail-devices", markup=False)
                 yield Static("", id="detail-definition", markup=False)
             with VerticalScroll(id="detail-recent-box"):
                 yield Static("", id="detail-recent", markup=False)
@@ -394,6 +435,42 @@ class VmDetailScreen(Screen[None]):
             self._details_note = "loading the definition…"
             self.run_worker(self._load_details(), group="details", exclusive=True)
         self._show_definition()
+        if isinstance(self.details_source, ExtraStatsSource):
+            self.run_worker(
+                self._poll_devices(self.details_source), group="devices", exclusive=True
+            )
+        self._show_devices(None, "")
+
+    async def _poll_devices(self, source: ExtraStatsSource) -> None:
+        """The one worker for the live per-device figures: the VM's counters every
+        DEVICE_POLL_S (one bulk stats call per tick, shared by the loads of that tick),
+        rates between consecutive readings."""
+        prev = None
+        while True:
+            try:
+                cur = await source.extra_stats(self.ref.host, self.ref.uuid)
+            except AppError as err:
+                self.post_message(self.DevicesLoaded(None, f"devices: {err.message}"))
+                prev = None
+            else:
+                self.post_message(self.DevicesLoaded(device_figures(prev, cur), ""))
+                prev = cur
+            await asyncio.sleep(self.DEVICE_POLL_S)
+
+    class DevicesLoaded(Message):
+        def __init__(self, figures: DeviceFigures | None, note: str) -> None:
+            super().__init__()
+            self.figures = figures
+            self.note = note
+
+    def on_vm_detail_screen_devices_loaded(self, message: VmDetailScreen.DevicesLoaded) -> None:
+        self.devices = message.figures
+        self._show_devices(message.figures, message.note)
+
+    def _show_devices(self, figures: DeviceFigures | None, note: str) -> None:
+        if not isinstance(self.details_source, ExtraStatsSource):
+            note = "device figures: not available here"
+        self.query_one("#detail-devices", Static).update(devices_text(figures, note or "…"))
 
     async def _load_details(self) -> None:
         """The one worker for the definition (batched and cached by the core's loader)."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from virtwatch.core.collect.details import DomainDetails
+from virtwatch.core.collect.details import DomainDetails, ExtraStats
 from virtwatch.core.ops.actions import Action
 from virtwatch.core.records import AuditRecord, DomainEvent
 
@@ -63,3 +63,12 @@ class DetailsSource(Protocol):
     the core's DataLoader; raises AppError when the host cannot say."""
 
     async def details(self, host: str, vm_uuid: str) -> DomainDetails: ...
+
+
+@runtime_checkable
+class ExtraStatsSource(Protocol):
+    """A VM's live per-device counters (per vCPU, disk, NIC): the core's extra-stats
+    DataLoader, one domainListGetStats for the loads of one tick. A DetailsSource that
+    can also say this gets the detail screen's device figures."""
+
+    async def extra_stats(self, host: str, vm_uuid: str) -> ExtraStats: ...

@@ -21,6 +21,7 @@ from typing import Any
 import libvirt
 
 from virtwatch.core.collect.loader import DEFAULT_CACHE_SIZE, BatchFn, DataLoader
+from virtwatch.core.collect.rates import MAX_BYTES_PER_S, MAX_EVENTS_PER_S, counter_rate
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.hub import Subscription
 from virtwatch.core.libvirt.connection import ConnectionSource, is_connection_dead
@@ -279,6 +280,101 @@ def parse_extra(uuid: str, rec: Mapping[str, Any], measured_at: float) -> ExtraS
         balloon=balloon,
         raw=dict(rec),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuFigure:
+    index: int
+    state: int | None
+    busy_pct: float | None  # of one host CPU, between the two samples
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFigure:
+    name: str
+    path: str | None
+    rd_bps: float | None
+    wr_bps: float | None
+    rd_iops: float | None
+    wr_iops: float | None
+    capacity: int | None  # bytes
+    allocation: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NicFigure:
+    name: str
+    rx_bps: float | None
+    tx_bps: float | None
+    rx_pps: float | None
+    tx_pps: float | None
+    errors: int | None  # rx + tx, cumulative
+    drops: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFigures:
+    """Per-vCPU, per-disk and per-NIC figures of one VM: rates between two ExtraStats of
+    it (None before the second, or across a counter reset)."""
+
+    measured_at: float
+    vcpus: tuple[VcpuFigure, ...]
+    disks: tuple[DiskFigure, ...]
+    nics: tuple[NicFigure, ...]
+
+
+def _sum(*values: int | None) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def device_figures(prev: ExtraStats | None, cur: ExtraStats) -> DeviceFigures:
+    """Rates from two samples of one VM's per-device counters (pure)."""
+    dt = cur.measured_at - prev.measured_at if prev is not None else 0.0
+    old_vcpus = {v.index: v for v in prev.vcpus} if prev is not None else {}
+    old_blocks = {b.name: b for b in prev.blocks} if prev is not None else {}
+    old_nets = {n.name: n for n in prev.nets} if prev is not None else {}
+
+    def rate(old: int | None, new: int | None, ceiling: float) -> float | None:
+        return counter_rate(old, new, dt, max_rate=ceiling)
+
+    vcpus = []
+    for v in cur.vcpus:
+        was = old_vcpus.get(v.index)
+        ns_per_s = rate(was.time_ns if was else None, v.time_ns, 1e9 * 1.05)
+        vcpus.append(
+            VcpuFigure(v.index, v.state, None if ns_per_s is None else min(100.0, ns_per_s / 1e7))
+        )
+    disks = []
+    for b in cur.blocks:
+        o = old_blocks.get(b.name)
+        disks.append(
+            DiskFigure(
+                b.name,
+                b.path,
+                rate(o.rd_bytes if o else None, b.rd_bytes, MAX_BYTES_PER_S),
+                rate(o.wr_bytes if o else None, b.wr_bytes, MAX_BYTES_PER_S),
+                rate(o.rd_reqs if o else None, b.rd_reqs, MAX_EVENTS_PER_S),
+                rate(o.wr_reqs if o else None, b.wr_reqs, MAX_EVENTS_PER_S),
+                b.capacity,
+                b.allocation,
+            )
+        )
+    nics = []
+    for n in cur.nets:
+        o2 = old_nets.get(n.name)
+        nics.append(
+            NicFigure(
+                n.name,
+                rate(o2.rx_bytes if o2 else None, n.rx_bytes, MAX_BYTES_PER_S),
+                rate(o2.tx_bytes if o2 else None, n.tx_bytes, MAX_BYTES_PER_S),
+                rate(o2.rx_pkts if o2 else None, n.rx_pkts, MAX_EVENTS_PER_S),
+                rate(o2.tx_pkts if o2 else None, n.tx_pkts, MAX_EVENTS_PER_S),
+                _sum(n.rx_errs, n.tx_errs),
+                _sum(n.rx_drop, n.tx_drop),
+            )
+        )
+    return DeviceFigures(cur.measured_at, tuple(vcpus), tuple(disks), tuple(nics))
 
 
 # --- batch functions and loaders ----------------------------------------------------------
