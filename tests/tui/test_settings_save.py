@@ -43,3 +43,25 @@ async def test_a_config_that_cannot_be_written_is_one_notice_naming_it(
     warnings = [m for m, kw in seen if kw.get("severity") == "warning"]
     assert len(warnings) == 1
     assert warnings[0].startswith(f"could not save settings to {config}: ")  # and why
+
+
+async def test_an_old_key_spelling_is_a_notice_at_start(tmp_path: Path) -> None:
+    from virtwatch.core.config import load_config
+    from virtwatch.core.hub import Hub
+    from virtwatch.tui.factory import make_app
+
+    config = tmp_path / "config.toml"
+    config.write_text("[ui]\nstale_after = 20.0\n")
+    app = make_app(Hub(), config=load_config(config, env={}), config_path=config)
+    seen: list[str] = []
+    real = app.notify
+
+    def notify(message: str, **kw: Any) -> None:
+        seen.append(str(message))
+        real(message, **kw)
+
+    app.notify = notify  # type: ignore[method-assign]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert app.settings.stale_after_s == 20.0
+    assert any("'ui.stale_after' is now 'ui.stale_after_s'" in m for m in seen), seen

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
@@ -102,8 +102,10 @@ class VirtwatchApp(App[None]):
         settings: UiSettings | None = None,
         config_path: Path | None = None,
         cursor_blink: bool = True,
+        config_notes: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        self.config_notes = tuple(config_notes)  # shown once at start (old key spellings)
         self._clock = clock
         self.history = history or MetricHistory()
         self.task_control = tasks
@@ -146,6 +148,8 @@ class VirtwatchApp(App[None]):
             self.theme = self.settings.theme
         self.theme_changed_signal.subscribe(self, lambda _t: self._save_settings())
         self.push_screen(self.dashboard)
+        for note in self.config_notes:
+            self.notify(note, title="config", severity="warning", timeout=20, markup=False)
         self.run_worker(self._follow_snapshots(), name="snapshots", group="hub")
         for sub in self._records:
             self.run_worker(self._follow(sub), name=sub.kind.__name__, group="hub")

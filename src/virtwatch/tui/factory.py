@@ -77,6 +77,7 @@ def make_app(
         read_only_hosts=read_only_hosts(config),
         settings=settings,
         config_path=config_path,
+        config_notes=config.warnings,
     )
     if queries is not None:
         attach_store(app, queries, timeline)
