@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "virtwatch"
 OWNERS = {"core/libvirt/connection.py", "core/libvirt/pool.py", "core/libvirt/eventloop.py"}
 # threads elsewhere that cannot reach libvirt, each with its reason
 ALLOWED = {
-    ("storage/export.py", "asyncio.to_thread"): "file writes of an export",
+    ("core/atomic_file.py", "asyncio.to_thread"): "fsync and rename of a file written whole",
     ("storage/retention.py", "asyncio.to_thread"): "the SQLite file's size",
     ("cli/compose.py", "asyncio.to_thread"): "importing the store's modules off the loop",
 }
