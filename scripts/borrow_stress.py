@@ -64,15 +64,22 @@ async def _run_call(borrowed: Any, fn: Fn) -> object:
 
 
 class Stress:
-    def __init__(self, pool: LibvirtPool, seconds: float, seed: int) -> None:
+    def __init__(self, pool: LibvirtPool, seconds: float, seed: int, min_under_call: int) -> None:
         self.pool = pool
         self.until = time.monotonic() + seconds
+        # a loaded machine runs fewer calls a second: go on (up to 3x as long) until the
+        # path under test, a teardown while a thread is inside a call, was taken enough
+        self.hard_until = time.monotonic() + 3 * seconds
+        self.min_under_call = min_under_call
         self.rand = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self.calls = _calls()
 
     def running(self) -> bool:
-        return time.monotonic() < self.until
+        now = time.monotonic()
+        if now < self.until:
+            return True
+        return self.counts["teardown.under_call"] < self.min_under_call and now < self.hard_until
 
     async def borrower(self, i: int) -> None:
         rand = random.Random(self.rand.random())
@@ -156,6 +163,12 @@ async def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--borrowers", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--min-under-call",
+        type=int,
+        default=0,
+        help="run on until this many teardowns under a call",
+    )
     ap.add_argument("--freeze", action="store_true", help="SIGSTOP libvirtd in bursts")
     args = ap.parse_args()
     prepare_libvirt()
@@ -177,7 +190,7 @@ async def main() -> int:
     started = time.monotonic()
     try:
         async with LibvirtPool(args.uri, settings=settings) as pool:
-            stress = Stress(pool, args.seconds, args.seed)
+            stress = Stress(pool, args.seconds, args.seed, args.min_under_call)
             jobs = [asyncio.create_task(stress.borrower(i)) for i in range(args.borrowers)]
             jobs.append(asyncio.create_task(stress.chaos()))
             if pid is not None:

@@ -26,19 +26,19 @@ def test_borrowers_deadlines_teardowns_and_a_freezing_libvirtd(hypervisor: None)
     cmd = [sys.executable, "-X", "dev", "-X", "faulthandler", "scripts/borrow_stress.py"]
     try:
         out = subprocess.run(
-            [*cmd, QEMU_URI, "--seconds", str(SECONDS), "--freeze"],
+            [*cmd, QEMU_URI, "--seconds", str(SECONDS), "--freeze", "--min-under-call", "5"],
             cwd=ROOT,
             env=env,
             capture_output=True,
             text=True,
-            timeout=SECONDS + 180,
+            timeout=3 * SECONDS + 180,
         )
     finally:
         ensure_libvirtd()  # SIGCONT even if the script died mid-freeze
     assert out.returncode == 0, f"exit {out.returncode}\n{out.stderr[-4000:]}"
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["freeze"] >= 5, summary
-    assert summary["ok"] > 300, summary
-    assert summary["deadline"] > 100, summary
-    assert summary["cancelled"] > 50, summary
-    assert summary["teardown.under_call"] > 0, summary  # closes deferred to the last thread
+    assert summary["ok"] > 100, summary
+    assert summary["deadline"] > 50, summary
+    assert summary["cancelled"] > 20, summary
+    assert summary["teardown.under_call"] >= 5, summary  # closes deferred to the last thread
