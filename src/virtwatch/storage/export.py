@@ -26,7 +26,7 @@ from virtwatch.core.atomic_file import AtomicFile
 from virtwatch.core.errors import Severity
 from virtwatch.core.libvirt.uri import MASK, is_secret_key, redact_text, redact_uri
 from virtwatch.core.model import HostFacts
-from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState, Outcome
+from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState
 from virtwatch.core.triage.timeline import (
     EntryKind,
     TimelineEntry,
@@ -50,6 +50,7 @@ from virtwatch.storage.models import (
     HealthResultRow,
     HostConnectionRow,
 )
+from virtwatch.storage.rows import audit_from_row
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline_queries import TimelineQueries, TimelineResult
 
@@ -730,26 +731,5 @@ class StoreIncidents:
             .order_by(u.started_at_ms, u.id)
             .limit(MAX_RECORDS)
         )
-        out = []
         async with self._store.reader.connect() as conn:
-            for r in await conn.execute(q):
-                try:
-                    outcome = Outcome(r.outcome)
-                except ValueError:
-                    outcome = Outcome.FAILED
-                out.append(
-                    AuditRecord(
-                        r.host,
-                        r.vm_uuid,
-                        r.vm_name,
-                        r.action,
-                        r.user,
-                        r.client,
-                        outcome,
-                        r.started_at_ms / 1000,
-                        r.duration_s,
-                        r.message,
-                        r.error_code,
-                    )
-                )
-        return out
+            return [audit_from_row(r) for r in await conn.execute(q)]

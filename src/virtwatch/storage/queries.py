@@ -24,14 +24,12 @@ from virtwatch.core.errors import ErrorCode, Severity
 from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.records import (
     AuditRecord,
-    ConnectionState,
     DomainEvent,
     EventKind,
     HealthAlert,
     HealthResult,
     HealthState,
     HostConnection,
-    Outcome,
     TaskState,
     TaskUpdate,
 )
@@ -52,6 +50,14 @@ from virtwatch.storage.models import (
     TaskLog,
 )
 from virtwatch.storage.revision import current_revision
+from virtwatch.storage.rows import (
+    alert_from_row,
+    audit_from_row,
+    connection_from_row,
+    event_from_row,
+    ms,
+    seconds_or_none,
+)
 from virtwatch.storage.store import Store
 
 RAW_MAX_S = 2 * 3600
@@ -201,14 +207,6 @@ def _when(t: float | None) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _s(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000
-
-
-def _ms(t: float) -> int:
-    return round(t * 1000)
-
-
 _vm_and_metric = operator.itemgetter(0, 1)
 
 
@@ -250,14 +248,14 @@ class Queries:
             return (
                 select(Metric.vm_uuid, Metric.name, s.ts_ms, s.value)
                 .join(Metric, Metric.id == s.metric_id)
-                .where(s.metric_id.in_(ids), s.ts_ms >= _ms(since), s.ts_ms < _ms(until))
+                .where(s.metric_id.in_(ids), s.ts_ms >= ms(since), s.ts_ms < ms(until))
                 .order_by(s.metric_id, s.ts_ms)
             )
         t = _tier(resolution)
         return (
             select(Metric.vm_uuid, Metric.name, t.ts_ms, t.count, t.sum, t.min, t.max, t.p95)
             .join(Metric, Metric.id == t.metric_id)
-            .where(t.metric_id.in_(ids), t.ts_ms >= _ms(since), t.ts_ms < _ms(until))
+            .where(t.metric_id.in_(ids), t.ts_ms >= ms(since), t.ts_ms < ms(until))
             .order_by(t.metric_id, t.ts_ms)
         )
 
@@ -375,9 +373,9 @@ class Queries:
         e = ErrorLog
         q = select(e).order_by(e.last_at_ms.desc(), e.id.desc()).limit(limit)
         if since is not None:
-            q = q.where(e.last_at_ms >= _ms(since))
+            q = q.where(e.last_at_ms >= ms(since))
         if until is not None:
-            q = q.where(e.first_at_ms < _ms(until))
+            q = q.where(e.first_at_ms < ms(until))
         if min_severity is not None:
             q = q.where(e.severity >= int(min_severity))
         if host is not None:
@@ -438,7 +436,7 @@ class Queries:
     ) -> list[HealthResult]:
         """Health check runs in the window, oldest first."""
         h = HealthResultRow
-        q = select(h).where(h.at_ms >= _ms(since), h.at_ms < _ms(until))
+        q = select(h).where(h.at_ms >= ms(since), h.at_ms < ms(until))
         if check is not None:
             q = q.where(h.check == check)
         if subject is not None:
@@ -469,22 +467,11 @@ class Queries:
         a = HealthAlertRow
         q = (
             select(a)
-            .where(a.at_ms >= _ms(since), a.at_ms < _ms(until))
+            .where(a.at_ms >= ms(since), a.at_ms < ms(until))
             .order_by(a.at_ms, a.id)
             .limit(limit)
         )
-        return [
-            HealthAlert(
-                r.check,
-                r.subject,
-                HealthState(r.previous),
-                HealthState(r.current),
-                r.message,
-                r.at_ms / 1000,
-                r.host,
-            )
-            for r in await self._all(q)
-        ]
+        return [alert_from_row(r) for r in await self._all(q)]
 
     async def events(
         self,
@@ -498,7 +485,7 @@ class Queries:
     ) -> list[DomainEvent]:
         """Domain events in the window, oldest first."""
         d = DomainEventRow
-        q = select(d).where(d.at_ms >= _ms(since), d.at_ms < _ms(until))
+        q = select(d).where(d.at_ms >= ms(since), d.at_ms < ms(until))
         if host is not None:
             q = q.where(d.host == host)
         if vm_uuid is not None:
@@ -506,18 +493,7 @@ class Queries:
         if kinds:
             q = q.where(d.kind.in_([str(k) for k in kinds]))
         q = q.order_by(d.at_ms, d.id).limit(limit)
-        return [
-            DomainEvent(
-                r.host,
-                r.vm_uuid,
-                r.vm_name,
-                EventKind(r.kind),
-                r.summary,
-                r.at_ms / 1000,
-                dict(r.detail or {}),
-            )
-            for r in await self._all(q)
-        ]
+        return [event_from_row(r) for r in await self._all(q)]
 
     async def audit(
         self,
@@ -530,28 +506,13 @@ class Queries:
     ) -> list[AuditRecord]:
         """Admin actions started in the window, oldest first."""
         a = Audit
-        q = select(a).where(a.started_at_ms >= _ms(since), a.started_at_ms < _ms(until))
+        q = select(a).where(a.started_at_ms >= ms(since), a.started_at_ms < ms(until))
         if host is not None:
             q = q.where(a.host == host)
         if vm_uuid is not None:
             q = q.where(a.vm_uuid == vm_uuid)
         q = q.order_by(a.started_at_ms, a.id).limit(limit)
-        return [
-            AuditRecord(
-                r.host,
-                r.vm_uuid,
-                r.vm_name,
-                r.action,
-                r.user,
-                r.client,
-                Outcome(r.outcome),
-                r.started_at_ms / 1000,
-                r.duration_s,
-                r.message,
-                r.error_code,
-            )
-            for r in await self._all(q)
-        ]
+        return [audit_from_row(r) for r in await self._all(q)]
 
     async def tasks(
         self,
@@ -563,7 +524,7 @@ class Queries:
     ) -> list[TaskUpdate]:
         """Background task state changes in the window, oldest first."""
         t = TaskLog
-        q = select(t).where(t.at_ms >= _ms(since), t.at_ms < _ms(until))
+        q = select(t).where(t.at_ms >= ms(since), t.at_ms < ms(until))
         if task_id is not None:
             q = q.where(t.task_id == task_id)
         q = q.order_by(t.at_ms, t.id).limit(limit)
@@ -576,8 +537,8 @@ class Queries:
                 r.attempt,
                 r.max_attempts,
                 r.at_ms / 1000,
-                _s(r.started_at_ms),
-                _s(r.next_try_at_ms),
+                seconds_or_none(r.started_at_ms),
+                seconds_or_none(r.next_try_at_ms),
                 r.error_code,
                 r.message,
                 r.host,
@@ -590,22 +551,11 @@ class Queries:
         self, since: float, until: float, *, host: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> list[HostConnection]:
         c = HostConnectionRow
-        q = select(c).where(c.at_ms >= _ms(since), c.at_ms < _ms(until))
+        q = select(c).where(c.at_ms >= ms(since), c.at_ms < ms(until))
         if host is not None:
             q = q.where(c.host == host)
         q = q.order_by(c.at_ms, c.id).limit(limit)
-        return [
-            HostConnection(
-                r.host,
-                r.uri,
-                ConnectionState(r.state),
-                r.at_ms / 1000,
-                r.since_ms / 1000,
-                _s(r.next_retry_at_ms),
-                r.message,
-            )
-            for r in await self._all(q)
-        ]
+        return [connection_from_row(r) for r in await self._all(q)]
 
     # ---- the database itself -------------------------------------------------------------
 
@@ -614,7 +564,7 @@ class Queries:
         the writer claims live at `now` (default: the wall clock): who writes each host."""
         tables: list[TableStats] = []
         async with self._store.reader.connect() as conn:
-            claims = await live_claims(conn, _ms(time.time() if now is None else now))
+            claims = await live_claims(conn, ms(time.time() if now is None else now))
             revision = await conn.run_sync(current_revision)
             for tier in (MetricSample, MetricMinute, MetricHour):
                 tables.append(await _sample_table_stats(conn, tier))
@@ -631,7 +581,11 @@ class Queries:
                 n, lo, hi = (
                     await conn.execute(select(func.count(), func.min(col), func.max(col)))
                 ).one()
-                tables.append(TableStats(model.__tablename__, int(n), _s(lo), _s(hi)))
+                tables.append(
+                    TableStats(
+                        model.__tablename__, int(n), seconds_or_none(lo), seconds_or_none(hi)
+                    )
+                )
             n_metric = (await conn.execute(select(func.count()).select_from(Metric))).scalar_one()
             tables.append(TableStats("metric", int(n_metric), None, None))
             marks = {
@@ -658,4 +612,4 @@ async def _sample_table_stats(conn: AsyncConnection, model: Any) -> TableStats:
     lo = select(func.min(model.ts_ms)).where(model.metric_id == Metric.id).scalar_subquery()
     hi = select(func.max(model.ts_ms)).where(model.metric_id == Metric.id).scalar_subquery()
     oldest, newest = (await conn.execute(select(func.min(lo), func.max(hi)))).one()
-    return TableStats(model.__tablename__, int(n), _s(oldest), _s(newest))
+    return TableStats(model.__tablename__, int(n), seconds_or_none(oldest), seconds_or_none(newest))

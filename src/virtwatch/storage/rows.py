@@ -1,26 +1,36 @@
-"""What each hub record becomes as a table row: pure conversions, no I/O.
+"""What each hub record becomes as a table row, and what a row reads back as: pure
+conversions, no I/O.
 
 Times become integer epoch milliseconds; text that may carry a URI is redacted;
-values that are unknown or not finite are never stored (no invented zeros).
+values that are unknown or not finite are never stored (no invented zeros). Read back,
+a state or kind this version does not know (a newer virtwatch wrote it) becomes the
+nearest one it does, so that one row never hides the others.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from virtwatch.core.incidents import ErrorReport
 from virtwatch.core.libvirt.uri import redact_text
 from virtwatch.core.model import Snapshot
 from virtwatch.core.records import (
     AuditRecord,
+    ConnectionState,
     DomainEvent,
+    EventKind,
     HealthAlert,
     HealthResult,
+    HealthState,
     HostConnection,
+    Outcome,
     TaskUpdate,
 )
+
+E = TypeVar("E", bound=enum.Enum)
 
 # every record kind the store keeps besides samples, in the order a flush writes them
 Record = (
@@ -269,3 +279,70 @@ def connection_row(c: HostConnection) -> dict[str, Any]:
         "next_retry_at_ms": ms_or_none(c.next_retry_at),
         "at_ms": ms(c.at),
     }
+
+
+# ---- rows read back (any row with the table's column names as attributes) -------------
+
+
+def seconds_or_none(t_ms: int | None) -> float | None:
+    """Epoch milliseconds (or none) -> epoch seconds."""
+    return None if t_ms is None else t_ms / 1000
+
+
+def event_from_row(r: Any) -> DomainEvent:
+    return DomainEvent(
+        r.host,
+        r.vm_uuid,
+        r.vm_name,
+        _known(EventKind, r.kind, EventKind.LIFECYCLE),
+        r.summary,
+        r.at_ms / 1000,
+        dict(r.detail or {}),
+    )
+
+
+def audit_from_row(r: Any) -> AuditRecord:
+    return AuditRecord(
+        r.host,
+        r.vm_uuid,
+        r.vm_name,
+        r.action,
+        r.user,
+        r.client,
+        _known(Outcome, r.outcome, Outcome.FAILED),
+        r.started_at_ms / 1000,
+        r.duration_s,
+        r.message,
+        r.error_code,
+    )
+
+
+def alert_from_row(r: Any) -> HealthAlert:
+    return HealthAlert(
+        r.check,
+        r.subject,
+        _known(HealthState, r.previous, HealthState.UNKNOWN),
+        _known(HealthState, r.current, HealthState.UNKNOWN),
+        r.message,
+        r.at_ms / 1000,
+        r.host,
+    )
+
+
+def connection_from_row(r: Any) -> HostConnection:
+    return HostConnection(
+        r.host,
+        r.uri,
+        _known(ConnectionState, r.state, ConnectionState.DEGRADED),
+        r.at_ms / 1000,
+        r.since_ms / 1000,
+        seconds_or_none(r.next_retry_at_ms),
+        r.message,
+    )
+
+
+def _known(kind: type[E], value: object, otherwise: E) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        return otherwise

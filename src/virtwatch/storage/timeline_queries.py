@@ -18,14 +18,7 @@ from sqlalchemy.sql import ColumnElement
 
 from virtwatch.core.errors import Severity
 from virtwatch.core.records import (
-    AuditRecord,
-    ConnectionState,
-    DomainEvent,
     EventKind,
-    HealthAlert,
-    HealthState,
-    HostConnection,
-    Outcome,
 )
 from virtwatch.core.triage.spike_watch import EdgeKey, Series
 from virtwatch.core.triage.spikes import MinuteAggregate
@@ -51,6 +44,12 @@ from virtwatch.storage.models import (
     MetricMinute,
     RollupState,
 )
+from virtwatch.storage.rows import (
+    alert_from_row,
+    audit_from_row,
+    connection_from_row,
+    event_from_row,
+)
 from virtwatch.storage.store import Store
 
 MAX_ROWS_PER_SOURCE = 50_000  # a flood beyond this marks the result truncated
@@ -66,13 +65,6 @@ def _severity(value: int) -> Severity:
         return Severity(value)
     except ValueError:
         return Severity.ERROR  # written by a newer virtwatch: err on the loud side
-
-
-def _state(value: int) -> HealthState:
-    try:
-        return HealthState(value)
-    except ValueError:
-        return HealthState.UNKNOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +153,7 @@ class TimelineQueries:
             .order_by(d.at_ms, d.id)
         )
         rows, cut = await self._rows(q)
-        out = []
-        for rid, host, uuid, name, kind, summary, detail, at_ms in rows:
-            try:
-                ek = EventKind(kind)
-            except ValueError:  # a kind from a newer virtwatch: keep it visible as an event
-                ek = EventKind.LIFECYCLE
-            ev = DomainEvent(host, uuid, name, ek, summary, at_ms / 1000, dict(detail or {}))
-            out.append(entry_from_event(ev, key=f"event:{rid}"))
-        return out, cut
+        return [entry_from_event(event_from_row(r), key=f"event:{r.id}") for r in rows], cut
 
     async def _audit(
         self, lo: int, hi: int, flt: TimelineFilter
@@ -199,17 +183,7 @@ class TimelineQueries:
             .order_by(a.started_at_ms, a.id)
         )
         rows, cut = await self._rows(q)
-        out = []
-        for rid, host, uuid, name, action, user, client, outcome, at_ms, dur, msg, code in rows:
-            try:
-                oc = Outcome(outcome)
-            except ValueError:
-                oc = Outcome.FAILED
-            rec = AuditRecord(
-                host, uuid, name, action, user, client, oc, at_ms / 1000, dur, msg, code
-            )
-            out.append(entry_from_audit(rec, key=f"audit:{rid}"))
-        return out, cut
+        return [entry_from_audit(audit_from_row(r), key=f"audit:{r.id}") for r in rows], cut
 
     async def _alerts(
         self, lo: int, hi: int, flt: TimelineFilter
@@ -221,14 +195,7 @@ class TimelineQueries:
             .order_by(h.at_ms, h.id)
         )
         rows, cut = await self._rows(q)
-        out = [
-            entry_from_health(
-                HealthAlert(check, subject, _state(prev), _state(cur), msg, at_ms / 1000, host),
-                key=f"alert:{rid}",
-            )
-            for rid, check, subject, prev, cur, msg, host, at_ms in rows
-        ]
-        return out, cut
+        return [entry_from_health(alert_from_row(r), key=f"alert:{r.id}") for r in rows], cut
 
     async def _health_before(self, lo: int, flt: TimelineFilter) -> list[TimelineEntry]:
         """Each check's last transition before `lo`: its state as the window opens."""
@@ -253,33 +220,21 @@ class TimelineQueries:
             .order_by(h.at_ms, h.id)
         )
         rows, _cut = await self._rows(q)
-        return [
-            entry_from_health(
-                HealthAlert(check, subject, _state(prev), _state(cur), msg, at_ms / 1000, host),
-                key=f"alert:{rid}",
-            )
-            for rid, check, subject, prev, cur, msg, host, at_ms in rows
-        ]
+        return [entry_from_health(alert_from_row(r), key=f"alert:{r.id}") for r in rows]
 
     async def _connections(
         self, lo: int, hi: int, flt: TimelineFilter
     ) -> tuple[list[TimelineEntry], bool]:
         c = HostConnectionRow
         q = (
-            select(c.id, c.host, c.uri, c.state, c.message, c.since_ms, c.at_ms)
+            select(c.id, c.host, c.uri, c.state, c.message, c.since_ms, c.next_retry_at_ms, c.at_ms)
             .where(c.at_ms >= lo, c.at_ms < hi, *self._host_clause(c.host, flt))
             .order_by(c.at_ms, c.id)
         )
         rows, cut = await self._rows(q)
-        out = []
-        for rid, host, uri, state, msg, since_ms, at_ms in rows:
-            try:
-                st = ConnectionState(state)
-            except ValueError:
-                st = ConnectionState.DEGRADED
-            conn = HostConnection(host, uri, st, at_ms / 1000, since_ms / 1000, None, msg)
-            out.append(entry_from_connection(conn, key=f"conn:{rid}"))
-        return out, cut
+        return [
+            entry_from_connection(connection_from_row(r), key=f"conn:{r.id}") for r in rows
+        ], cut
 
     async def _errors(
         self, lo: int, hi: int, flt: TimelineFilter
