@@ -50,7 +50,7 @@ from virtwatch.storage.models import (
     HealthResultRow,
     HostConnectionRow,
 )
-from virtwatch.storage.rows import audit_from_row
+from virtwatch.storage.rows import audit_from_row, seconds_or_none
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline_queries import TimelineQueries, TimelineResult
 
@@ -228,10 +228,6 @@ def _label(enum_type: Any, value: int) -> str:
             out = str(value)
         _LABELS[key] = out
     return out
-
-
-def _s(ms: int | None) -> float | None:
-    return None if ms is None else ms / 1000
 
 
 def _series_doc(c: MinuteColumns, red: Redactor) -> dict[str, Any]:
@@ -480,7 +476,7 @@ async def _records(
             _names(_ERROR_COLS),
             (
                 (rid, code, cat, _label(Severity, sev), msg, hint, dict(ctx or {}), cause, host,
-                 vm, count, _s(first), _s(last), bool(closed))
+                 vm, count, seconds_or_none(first), seconds_or_none(last), bool(closed))
                 for rid, code, cat, sev, msg, hint, ctx, cause, host, vm, count, first, last, closed
                 in await fetch(_rows_query(e, _ERROR_COLS, *where_err, order=("first_at_ms", "id")))
             ),
