@@ -78,5 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_word(words: Sequence[str]) -> str | None:
     """The subcommand named in `words` (the first word that is one), if any."""
-    commands = {"dashboard", "snapshot", "db", "record", "vm", "timeline", "export", "health", "config"}
+    commands = {
+        "dashboard",
+        "snapshot",
+        "db",
+        "record",
+        "vm",
+        "timeline",
+        "export",
+        "health",
+        "config",
+    }
     return next((w for w in words if w in commands), None)

@@ -88,7 +88,8 @@ def _source_flags(parser: argparse.ArgumentParser, *, uri_default: str) -> None:
         "--interval",
         type=_positive,
         default=None,
-        help=f"seconds between ticks (default: [collector] interval_s, else {DEFAULT_INTERVAL_S:g})",
+        help="seconds between ticks "
+        f"(default: [collector] interval_s, else {DEFAULT_INTERVAL_S:g})",
     )
 
 
