@@ -51,7 +51,7 @@ from virtwatch.core.records import (
 )
 from virtwatch.core.triage.spike_watch import SpikeWatch
 from virtwatch.core.triage.spikes import SpikeRules
-from virtwatch.core.triage.timeline import Window
+from virtwatch.core.triage.when import Window
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import write_window
 from virtwatch.storage.store import Store

@@ -33,7 +33,8 @@ from virtwatch.cli.main import main
 from virtwatch.core.hub import Hub
 from virtwatch.core.records import EventKind
 from virtwatch.core.triage.spike_watch import SpikeWatch
-from virtwatch.core.triage.timeline import TimelineFilter, Window
+from virtwatch.core.triage.timeline import TimelineFilter
+from virtwatch.core.triage.when import Window
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import StoreIncidents

@@ -31,9 +31,11 @@ from virtwatch.core.records import (
     HostConnection,
     Outcome,
 )
+from virtwatch.core.triage.entries import EntryKind
 from virtwatch.core.triage.spike_watch import Series, SpikeWatch
 from virtwatch.core.triage.spikes import SpikeRules
-from virtwatch.core.triage.timeline import EntryKind, TimelineFilter, Window, clock_time
+from virtwatch.core.triage.timeline import TimelineFilter
+from virtwatch.core.triage.when import Window, clock_time
 from virtwatch.storage import rollup
 from virtwatch.storage.export import (
     EXPORT_SCHEMA,

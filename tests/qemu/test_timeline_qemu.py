@@ -24,15 +24,11 @@ from virtwatch.core.libvirt.events import DomainEventStream
 from virtwatch.core.ops.actions import Action, perform
 from virtwatch.core.ops.identity import Actor
 from virtwatch.core.triage.drift import DriftWatcher
+from virtwatch.core.triage.entries import EntryKind, TimelineEntry
 from virtwatch.core.triage.spike_watch import SpikeWatch
 from virtwatch.core.triage.spikes import SpikeRules
-from virtwatch.core.triage.timeline import (
-    EntryKind,
-    TimelineEntry,
-    TimelineFilter,
-    Window,
-    clock_time,
-)
+from virtwatch.core.triage.timeline import TimelineFilter
+from virtwatch.core.triage.when import Window, clock_time
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import (

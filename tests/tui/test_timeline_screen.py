@@ -20,8 +20,9 @@ from tests.tui.conftest import AppFactory, settle
 from virtwatch.core.errors import Severity
 from virtwatch.core.hub import Hub
 from virtwatch.core.records import DomainEvent, EventKind
+from virtwatch.core.triage.entries import EntryKind, TimelineEntry
 from virtwatch.core.triage.spike_watch import Series, SpikeWatch
-from virtwatch.core.triage.timeline import EntryKind, TimelineEntry, Window
+from virtwatch.core.triage.when import Window
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
 from virtwatch.storage.export import StoreIncidents

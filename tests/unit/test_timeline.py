@@ -19,26 +19,21 @@ from virtwatch.core.records import (
     HealthState,
     Outcome,
 )
+from virtwatch.core.triage.causes import add_hints
+from virtwatch.core.triage.entries import EntryKind, TimelineEntry, entry_to_dict, ordered
 from virtwatch.core.triage.timeline import (
-    EntryKind,
-    TimelineEntry,
     TimelineFilter,
-    Window,
-    add_hints,
     build_timeline,
-    clock_time,
     entry_from_audit,
     entry_from_error,
     entry_from_event,
     entry_from_health,
-    entry_to_dict,
     event_severity,
     health_transitions,
-    ordered,
     parse_kinds,
     parse_severity,
-    parse_when,
 )
+from virtwatch.core.triage.when import Window, clock_time, parse_when
 
 T = 1_795_000_000.0
 VM = "10000000-0000-4000-8000-000000000001"

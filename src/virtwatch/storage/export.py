@@ -27,14 +27,9 @@ from virtwatch.core.errors import Severity
 from virtwatch.core.libvirt.uri import MASK, is_secret_key, redact_text, redact_uri
 from virtwatch.core.model import HostFacts
 from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState
-from virtwatch.core.triage.timeline import (
-    EntryKind,
-    TimelineEntry,
-    TimelineFilter,
-    Window,
-    entry_to_dict,
-    iso_utc,
-)
+from virtwatch.core.triage.entries import EntryKind, TimelineEntry, entry_to_dict
+from virtwatch.core.triage.timeline import TimelineFilter
+from virtwatch.core.triage.when import Window, iso_utc
 from virtwatch.storage.minutes import (
     ARRAYS,
     STEP_S,

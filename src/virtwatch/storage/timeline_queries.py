@@ -20,13 +20,12 @@ from virtwatch.core.errors import Severity
 from virtwatch.core.records import (
     EventKind,
 )
+from virtwatch.core.triage.causes import CAUSE_LOOKBACK_S
+from virtwatch.core.triage.entries import TimelineEntry
 from virtwatch.core.triage.spike_watch import EdgeKey, Series
 from virtwatch.core.triage.spikes import MinuteAggregate
 from virtwatch.core.triage.timeline import (
-    CAUSE_LOOKBACK_S,
-    TimelineEntry,
     TimelineFilter,
-    Window,
     build_timeline,
     entry_from_audit,
     entry_from_connection,
@@ -34,6 +33,7 @@ from virtwatch.core.triage.timeline import (
     entry_from_health,
     error_entry,
 )
+from virtwatch.core.triage.when import Window
 from virtwatch.storage.models import (
     Audit,
     DomainEventRow,

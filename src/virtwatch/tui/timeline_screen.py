@@ -29,19 +29,17 @@ from textual.worker import Worker
 
 from virtwatch.core.errors import AppError, Severity
 from virtwatch.core.model import HostFacts
+from virtwatch.core.triage.entries import EntryKind, TimelineEntry
 from virtwatch.core.triage.timeline import (
     ZOOMS,
-    EntryKind,
-    TimelineEntry,
     TimelineFilter,
-    Window,
     build_timeline,
     entry_from_audit,
     entry_from_error,
     entry_from_event,
     entry_from_health,
-    parse_when,
 )
+from virtwatch.core.triage.when import Window, parse_when
 from virtwatch.tui.detail import GRAPHS, Marker, Span, VmDetailScreen
 from virtwatch.tui.ports import VmRef
 

@@ -18,7 +18,8 @@ from virtwatch.storage.engine import db_url, sqlite_path
 # table without SQLAlchemy's migration tool, the export and timeline code, or Textual for
 # the commands without a screen (each costs a noticeable part of a second at start)
 if TYPE_CHECKING:
-    from virtwatch.core.triage.timeline import TimelineFilter, Window
+    from virtwatch.core.triage.timeline import TimelineFilter
+    from virtwatch.core.triage.when import Window
     from virtwatch.storage.store import Store
 
 
@@ -48,13 +49,8 @@ async def _history_store(args: argparse.Namespace) -> Store:
 
 
 def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter]:
-    from virtwatch.core.triage.timeline import (
-        TimelineFilter,
-        Window,
-        parse_kinds,
-        parse_severity,
-        parse_when,
-    )
+    from virtwatch.core.triage.timeline import TimelineFilter, parse_kinds, parse_severity
+    from virtwatch.core.triage.when import Window, parse_when
 
     now = time.time()
     window = Window(parse_when(args.since, now), parse_when(args.until, now))
@@ -69,7 +65,8 @@ def _window_and_filter(args: argparse.Namespace) -> tuple[Window, TimelineFilter
 
 async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
-    from virtwatch.core.triage.timeline import TIMELINE_SCHEMA_VERSION, entry_line, entry_to_dict
+    from virtwatch.core.triage.entries import TIMELINE_SCHEMA_VERSION, entry_to_dict
+    from virtwatch.core.triage.timeline import entry_line
     from virtwatch.storage.export import dump_export, redact_document
     from virtwatch.storage.timeline_queries import TimelineQueries
 
