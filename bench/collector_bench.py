@@ -34,7 +34,8 @@ import libvirt
 from tests.conftest import fleet_xml
 
 from virtwatch.core.collect.collector import Collector
-from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.calls import Borrowed
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.process import prepare_libvirt
 
 T = TypeVar("T")

@@ -20,12 +20,8 @@ from tests.conftest import FleetFactory
 from tests.waiting import WAIT_S, until
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.libvirt import connection as connection_module
-from virtwatch.core.libvirt.connection import (
-    SingleConnection,
-    closed_connection_error,
-    is_dead_error,
-    open_guarded,
-)
+from virtwatch.core.libvirt.calls import closed_connection_error, is_dead_error
+from virtwatch.core.libvirt.connection import SingleConnection, open_guarded
 from virtwatch.core.libvirt.pool import LibvirtPool
 from virtwatch.core.libvirt.pool_policy import PoolSettings
 

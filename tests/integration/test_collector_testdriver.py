@@ -22,7 +22,8 @@ from virtwatch.core.collect.collector import Collector, CollectorSettings
 from virtwatch.core.errors import ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
-from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.calls import Borrowed
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.demo import demo_uri
 from virtwatch.core.libvirt.events import DomainEventStream
 from virtwatch.core.libvirt.stats import STATS_BLOCK, STATS_CPU_TOTAL, STATS_STATE, STATS_VCPU

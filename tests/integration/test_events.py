@@ -16,7 +16,8 @@ from virtwatch.core.collect.collector import Collector
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.incidents import ErrorReport
-from virtwatch.core.libvirt.connection import Borrowed, SingleConnection
+from virtwatch.core.libvirt.calls import Borrowed
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.events import DomainEventStream, StreamState
 from virtwatch.core.libvirt.pool import LibvirtPool
 from virtwatch.core.model import DomainState, Snapshot

@@ -22,7 +22,8 @@ from tests.waiting import until
 from virtwatch.core.errors import AppError, ErrorCode
 from virtwatch.core.hub import Hub
 from virtwatch.core.incidents import ErrorReport
-from virtwatch.core.libvirt.connection import Borrowed, Credentials, SingleConnection, SourceState
+from virtwatch.core.libvirt.calls import Borrowed
+from virtwatch.core.libvirt.connection import Credentials, SingleConnection, SourceState
 from virtwatch.core.libvirt.pool import LibvirtPool
 from virtwatch.core.libvirt.pool_policy import PoolSettings, PoolStats
 from virtwatch.core.records import ConnectionState, HostConnection

@@ -13,12 +13,8 @@ from hypothesis import strategies as st
 
 from virtwatch.core.config import ConfigError
 from virtwatch.core.errors import AppError, ErrorCode
-from virtwatch.core.libvirt.connection import (
-    Credentials,
-    dead_error_codes,
-    effective_uri,
-    is_dead_error,
-)
+from virtwatch.core.libvirt.calls import dead_error_codes, is_dead_error
+from virtwatch.core.libvirt.connection import Credentials, effective_uri
 from virtwatch.core.libvirt.pool_policy import PoolSettings, backoff_delay, host_state
 from virtwatch.core.records import ConnectionState
 from virtwatch.core.runtime import HostConfig

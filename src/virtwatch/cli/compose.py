@@ -21,10 +21,7 @@ from virtwatch.core.config import Config, load_config
 from virtwatch.core.errors import AppError
 from virtwatch.core.hub import Hub, Subscription
 from virtwatch.core.incidents import reporter_settings
-from virtwatch.core.libvirt.connection import (
-    Credentials,
-    probe_uri,
-)
+from virtwatch.core.libvirt.connection import Credentials, probe_uri
 from virtwatch.core.libvirt.demo import demo_uri
 from virtwatch.core.libvirt.pool_policy import PoolSettings
 from virtwatch.core.libvirt.uri import redact_uri

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING
 
 from virtwatch.cli.parser import ANSWER_S, ONE_SHOT_CLOSE_S, resolve_uri
 from virtwatch.core.collect.collector import DEFAULT_INTERVAL_S, Collector
-from virtwatch.core.libvirt.connection import (
-    SingleConnection,
-    no_answer_error,
-)
+from virtwatch.core.libvirt.calls import no_answer_error
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.process import prepare_libvirt
 from virtwatch.core.libvirt.uri import redact_uri
 from virtwatch.core.model import snapshot_to_dict

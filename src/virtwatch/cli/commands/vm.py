@@ -15,10 +15,8 @@ from virtwatch.cli.parser import (
     resolve_uri,
 )
 from virtwatch.core.hub import Hub
-from virtwatch.core.libvirt.connection import (
-    SingleConnection,
-    no_answer_error,
-)
+from virtwatch.core.libvirt.calls import no_answer_error
+from virtwatch.core.libvirt.connection import SingleConnection
 from virtwatch.core.libvirt.eventloop import LibvirtEventThread
 from virtwatch.core.libvirt.process import prepare_libvirt
 from virtwatch.core.libvirt.uri import redact_text, redact_uri

@@ -24,7 +24,8 @@ from virtwatch.core.collect.loader import DEFAULT_CACHE_SIZE, BatchFn, DataLoade
 from virtwatch.core.collect.rates import MAX_BYTES_PER_S, MAX_EVENTS_PER_S, counter_rate
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
 from virtwatch.core.hub import Subscription
-from virtwatch.core.libvirt.connection import ConnectionSource, is_connection_dead
+from virtwatch.core.libvirt.calls import is_connection_dead
+from virtwatch.core.libvirt.connection import ConnectionSource
 from virtwatch.core.libvirt.stats import (
     MAX_VCPUS,
     STATS_BALLOON,

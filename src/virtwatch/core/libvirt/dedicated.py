@@ -10,11 +10,8 @@ import time
 from collections.abc import AsyncIterator
 
 from virtwatch.core.errors import AppError
-from virtwatch.core.libvirt.connection import (
-    Borrowed,
-    SourceState,
-    is_dead_error,
-)
+from virtwatch.core.libvirt.calls import Borrowed, is_dead_error
+from virtwatch.core.libvirt.connection import SourceState
 from virtwatch.core.libvirt.pool import LibvirtPool, Listener, _Entry, _misuse
 from virtwatch.core.libvirt.uri import redact_uri
 

@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import libvirt
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt
-from virtwatch.core.libvirt.connection import (
+from virtwatch.core.libvirt.calls import (
     Borrowed,
-    Credentials,
     Guard,
-    SourceState,
     await_thread,
     in_daemon_thread,
     is_dead_error,
+)
+from virtwatch.core.libvirt.connection import (
+    Credentials,
+    SourceState,
     open_blocking,
     open_timeout_error,
 )

@@ -10,11 +10,8 @@ from typing import Any
 
 from virtwatch.core.config import config_error, validate
 from virtwatch.core.config_schema import PoolSection
-from virtwatch.core.libvirt.connection import (
-    DEFAULT_CALL_TIMEOUT_S,
-    DEFAULT_OPEN_TIMEOUT_S,
-    SourceState,
-)
+from virtwatch.core.libvirt.calls import DEFAULT_CALL_TIMEOUT_S
+from virtwatch.core.libvirt.connection import DEFAULT_OPEN_TIMEOUT_S, SourceState
 from virtwatch.core.records import ConnectionState
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import libvirt
 
 from virtwatch.core.errors import AppError, ErrorCode, Severity, from_libvirt, is_transient
-from virtwatch.core.libvirt.connection import Borrowed, ConnectionSource
+from virtwatch.core.libvirt.calls import Borrowed
+from virtwatch.core.libvirt.connection import ConnectionSource
 from virtwatch.core.libvirt.eventloop import LibvirtEventThread
 from virtwatch.core.libvirt.states import decode_state
 from virtwatch.core.model import DomainState
