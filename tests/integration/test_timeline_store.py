@@ -43,16 +43,14 @@ from virtwatch.storage.export import (
     METRIC_ARRAYS,
     build_export,
     default_export_name,
-    dump_export,
     export_to,
-    parse_export,
-    redact_document,
     summarize,
-    write_export,
     write_window,
 )
+from virtwatch.storage.export_json import dump_export, parse_export, write_export
 from virtwatch.storage.minutes import rounded
 from virtwatch.storage.models import DomainEventRow, HostConnectionRow, Metric, MetricMinute
+from virtwatch.storage.redaction import redact_document
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline_queries import StoreRollupReader, TimelineQueries

@@ -31,12 +31,8 @@ from virtwatch.core.triage.timeline import TimelineFilter
 from virtwatch.core.triage.when import Window, clock_time
 from virtwatch.storage import rollup
 from virtwatch.storage.engine import db_url
-from virtwatch.storage.export import (
-    EXPORT_SCHEMA,
-    EXPORT_SCHEMA_VERSION,
-    build_export,
-    parse_export,
-)
+from virtwatch.storage.export import EXPORT_SCHEMA, EXPORT_SCHEMA_VERSION, build_export
+from virtwatch.storage.export_json import parse_export
 from virtwatch.storage.rows import SampleRow
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline_queries import StoreRollupReader, TimelineQueries

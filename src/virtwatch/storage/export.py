@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,12 +21,13 @@ from sqlalchemy import and_, func, or_, select
 
 from virtwatch.core.atomic_file import AtomicFile
 from virtwatch.core.errors import Severity
-from virtwatch.core.libvirt.uri import MASK, is_secret_key, redact_text, redact_uri
+from virtwatch.core.libvirt.uri import redact_uri
 from virtwatch.core.model import HostFacts
 from virtwatch.core.records import AuditRecord, DomainEvent, EventKind, HealthState
 from virtwatch.core.triage.entries import EntryKind, TimelineEntry, entry_to_dict
 from virtwatch.core.triage.timeline import TimelineFilter
 from virtwatch.core.triage.when import Window, iso_utc
+from virtwatch.storage.export_json import _around_series, _series_pieces
 from virtwatch.storage.minutes import (
     ARRAYS,
     STEP_S,
@@ -45,6 +43,7 @@ from virtwatch.storage.models import (
     HealthResultRow,
     HostConnectionRow,
 )
+from virtwatch.storage.redaction import RawJson, Redactor
 from virtwatch.storage.rows import audit_from_row, seconds_or_none
 from virtwatch.storage.store import Store
 from virtwatch.storage.timeline_queries import TimelineQueries, TimelineResult
@@ -53,119 +52,6 @@ EXPORT_SCHEMA = "virtwatch.export"
 EXPORT_SCHEMA_VERSION = 2  # 2: metrics as columns (1: one [ts, count, sum, ...] per minute)
 METRIC_ARRAYS = ARRAYS
 MAX_RECORDS = 200_000  # per section; beyond it the document says `truncated`
-_SCALARS = (int, float, bool)
-_NUMBERS = frozenset({int, float, bool, type(None)})
-_TEXTS = frozenset({str, type(None)})
-
-
-class RawJson:
-    """JSON text the database wrote (a series' array of numbers): spliced into the
-    document verbatim when it is written, never redacted (it holds no strings). A
-    holder, not a str subclass: making one would copy the text."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return (
-            f"RawJson({self.text[:40]!r}...)" if len(self.text) > 40 else f"RawJson({self.text!r})"
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, RawJson) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
-
-
-class Redacted(list[dict[str, Any]]):
-    """Rows every value of which `Redactor.rows` has already redacted."""
-
-
-class Redactor:
-    """Redaction with memory: each distinct string and key is redacted once (a day of
-    health results repeats the same few hundred). Strings go through the URI redaction;
-    values under secret-looking keys are masked."""
-
-    def __init__(self) -> None:
-        self._texts: dict[str, str] = {}
-        self._keys: dict[str, tuple[str, bool]] = {}
-
-    def text(self, v: str) -> str:
-        out = self._texts.get(v)
-        if out is None:
-            out = self._texts[v] = redact_text(v)
-        return out
-
-    def key(self, k: object) -> tuple[str, bool]:
-        """A key -> (its redacted text, whether its value is a secret)."""
-        name = k if type(k) is str else str(k)
-        out = self._keys.get(name)
-        if out is None:
-            red = self.text(name)
-            out = self._keys[name] = (red, is_secret_key(red))
-        return out
-
-    def value(self, v: Any) -> Any:
-        """A redacted copy of any JSON-able value (RawJson and Redacted pass untouched)."""
-        if isinstance(v, (RawJson, Redacted)):
-            return v
-        if isinstance(v, str):
-            return self.text(v)
-        if isinstance(v, Mapping):
-            return self._mapping(v.items())
-        if isinstance(v, (list, tuple)):
-            return [self.value(item) for item in v]
-        return v
-
-    def _mapping(self, items: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, item in items:
-            name, secret = self.key(k)
-            kind = type(item)
-            if item is None:
-                out[name] = None
-            elif secret:
-                out[name] = MASK
-            elif kind is str:
-                out[name] = self.text(item)
-            elif kind in _SCALARS:
-                out[name] = item
-            else:
-                out[name] = self.value(item)
-        return out
-
-    def rows(self, names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Redacted:
-        """Tuples of `names`' values -> redacted row dicts (a column at a time: a column
-        of numbers passes as it is, a column of strings is mapped through the cache)."""
-        keys = [self.key(n) for n in names]
-        table = list(rows)
-        if not table:
-            return Redacted()
-        columns: list[Sequence[Any]] = []
-        for (_name, secret), col in zip(keys, zip(*table, strict=True), strict=True):
-            kinds = set(map(type, col))
-            if secret:
-                columns.append([None if v is None else MASK for v in col])
-            elif kinds <= _NUMBERS:
-                columns.append(col)
-            elif kinds <= _TEXTS:
-                texts, text = self._texts, self.text
-                columns.append([v if v is None else texts.get(v) or text(v) for v in col])
-            else:
-                columns.append([self.value(v) for v in col])
-        names_out = [name for name, _ in keys]
-        return Redacted(
-            dict(zip(names_out, row, strict=False)) for row in zip(*columns, strict=True)
-        )
-
-
-def redact_document(value: Any) -> Any:
-    """A copy with every string redacted and values under secret-looking keys masked.
-    RawJson (numbers only) and Redacted rows pass untouched."""
-    return Redactor().value(value)
 
 
 def _facts(f: HostFacts) -> dict[str, object]:
@@ -560,80 +446,6 @@ async def _records(
         "uris": uris,
         "connections": connections,
     }
-
-
-def _pieces(doc: Mapping[str, Any]) -> Iterator[str]:
-    """The document as compact JSON, in pieces: the encoder's text with the database's
-    arrays spliced in where they belong (`json.dumps` in one shot: only that path uses
-    the C encoder)."""
-    raws: list[str] = []
-    nonce = secrets.token_hex(8)
-
-    def hole(v: Any) -> Any:
-        if isinstance(v, RawJson):
-            raws.append(v.text)
-            return f"\x00{nonce}:{len(raws) - 1}\x00"
-        return v
-
-    metrics = doc.get("metrics")
-    if isinstance(metrics, Mapping) and isinstance(metrics.get("series"), list):
-        series = [{k: hole(v) for k, v in s.items()} for s in metrics["series"]]
-        doc = {**doc, "metrics": {**metrics, "series": series}}
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    at = 0
-    for m in re.finditer(r'"\\u0000' + nonce + r':(\d+)\\u0000"', text):
-        yield text[at : m.start()]
-        yield raws[int(m.group(1))]
-        at = m.end()
-    yield text[at:]
-
-
-def _series_pieces(series: Mapping[str, Any]) -> Iterator[str]:
-    """One series as compact JSON, in pieces: its header, then its arrays verbatim."""
-    header = {k: v for k, v in series.items() if not isinstance(v, RawJson)}
-    yield json.dumps(header, ensure_ascii=False, separators=(",", ":"), allow_nan=False)[:-1]
-    for k, v in series.items():
-        if isinstance(v, RawJson):
-            yield f",{json.dumps(k)}:"
-            yield v.text
-    yield "}"
-
-
-def _around_series(doc: Mapping[str, Any]) -> tuple[str, str]:
-    """The document's JSON before and after the text of its series list."""
-    marker = f"series-{secrets.token_hex(8)}"
-    metrics = {**doc["metrics"], "series": marker}
-    text = json.dumps(
-        {**doc, "metrics": metrics}, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-    )
-    head, tail = text.split(f'"{marker}"')
-    return head + "[", "]" + tail
-
-
-def export_json(doc: Mapping[str, Any]) -> str:
-    """The document as compact JSON, the database's arrays spliced in verbatim."""
-    return "".join(_pieces(doc))
-
-
-def parse_export(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The document as a reader of the file sees it (series arrays as lists)."""
-    parsed: dict[str, Any] = json.loads(export_json(doc))
-    return parsed
-
-
-def dump_export(doc: Mapping[str, Any], out: IO[str]) -> None:
-    """Write the document to `out` piece by piece (never one string of it all)."""
-    for piece in _pieces(doc):
-        out.write(piece)
-    out.write("\n")
-
-
-def write_export(doc: Mapping[str, Any], path: Path) -> Path:
-    """Write `doc` to `path`, readable by its owner only (it names users and VMs)."""
-    target = AtomicFile(path)
-    with target as fh:
-        dump_export(doc, fh)
-    return target.path
 
 
 def default_export_name(window: Window) -> str:

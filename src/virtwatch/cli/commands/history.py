@@ -67,7 +67,8 @@ async def run_timeline(args: argparse.Namespace) -> int:
     """The window's timeline from the database, oldest first (text, or --json)."""
     from virtwatch.core.triage.entries import TIMELINE_SCHEMA_VERSION, entry_to_dict
     from virtwatch.core.triage.timeline import entry_line
-    from virtwatch.storage.export import dump_export, redact_document
+    from virtwatch.storage.export_json import dump_export
+    from virtwatch.storage.redaction import redact_document
     from virtwatch.storage.timeline_queries import TimelineQueries
 
     window, flt = _window_and_filter(args)
