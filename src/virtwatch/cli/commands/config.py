@@ -7,14 +7,14 @@ import argparse
 import sys
 from typing import Any
 
-import tomlkit
-
 from virtwatch.cli.compose import config_from
 from virtwatch.core.config import ENV_PREFIX
 from virtwatch.core.libvirt.uri import redact_text, redact_uri
 
 
 async def run_config(args: argparse.Namespace) -> int:
+    import tomlkit  # this command only: not on every start
+
     config = config_from(args)
     data = _without_none(config.settings().model_dump())
     for host in data["hosts"]:
