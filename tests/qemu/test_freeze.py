@@ -36,6 +36,9 @@ BIN = str(Path(sys.executable).with_name("virtwatch"))
 INTERVAL_S = 2.0
 FREEZES_S = (20, 30, 45, 20, 30)
 RECONNECT_BOUND_S = 5.0
+# after a restart (not a thaw): the pool may be in its longest backoff (4 s, jittered), then
+# an open and a tick
+RESTART_BOUND_S = 10.0
 WINDOW_S = 15  # [errors] window_s: a freeze's incident closes this long after the thaw
 QUIET_S = WINDOW_S + 4  # between freezes: each freeze must be an incident of its own
 LINK_CODES = ("LIBVIRT_CONNECTION_FAILED", "LIBVIRT_CONNECTION_LOST", "LIBVIRT_NOT_ANSWERING")
@@ -280,10 +283,14 @@ def test_frozen_then_killed_while_frozen_then_restarted(watchers: Watchers) -> N
     answered_at, took = start_libvirtd()
     back = wait_until(w.fresh_on_screen, "the dashboard after the restart", seen=w.term.header)
     assert wait_until(lambda: w.recorded_after(answered_at), "the recorder after it") >= 0
-    assert latest_sample(w.rec_db) - answered_at <= RECONNECT_BOUND_S
-    assert time.time() - back - answered_at <= RECONNECT_BOUND_S + 1
+    recorder_back = latest_sample(w.rec_db) - answered_at
+    assert recorder_back <= RESTART_BOUND_S, f"the recorder took {recorder_back:.1f} s"
+    assert back <= RESTART_BOUND_S, f"the dashboard took {back:.1f} s after libvirtd answered"
     w.both_alive()
-    print(f"\nkilled while frozen: libvirtd answered {took:.1f} s after its restart")
+    print(
+        f"\nkilled while frozen: libvirtd answered {took:.1f} s after its restart; back after "
+        f"it: dashboard {back:.1f} s, recorder {recorder_back:.1f} s"
+    )
 
 
 def one_shot(*args: str, timeout_s: float) -> tuple[int, str, float]:
