@@ -40,11 +40,13 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE itself (SQLAlchemy's SQLite recipe)
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # first: switching a new file to WAL takes a lock, and two stores opening the same new
+    # file at once (two recorders starting together) must wait for each other, not fail
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # only takes effect before the first table exists: a new file frees pages incrementally
     cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
-    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
