@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +62,7 @@ def session() -> Iterator[str]:
     try:
         yield name
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], check=False, capture_output=True)
+        tmux("kill-session", "-t", name, check=False)
 
 
 def test_the_dashboard_says_it_shows_the_demo_host_and_why(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import re
 import shutil
@@ -27,9 +28,27 @@ STARTUP_S = 2 * WAIT_S
 ACTION_S = 2 * WAIT_S
 
 
-def tmux(*args: str) -> str:
+# a tmux server of our own that stays up between tests: on the shared default server, a
+# session created just as the previous test's last one was killed raced the server's exit
+# ("new-session" exit 1, seen in a fresh-clone run); a developer's sessions are never touched
+SOCKET = f"vw-e2e-{uuid.uuid4().hex[:8]}"
+_server: list[bool] = []
+
+
+def tmux(*args: str, check: bool = True) -> str:
+    if not _server:
+        subprocess.run(
+            ["tmux", "-L", SOCKET, "start-server", ";", "set-option", "-g", "exit-empty", "off"],
+            capture_output=True,
+            check=True,
+            timeout=10,
+        )
+        atexit.register(
+            subprocess.run, ["tmux", "-L", SOCKET, "kill-server"], capture_output=True, check=False
+        )
+        _server.append(True)
     return subprocess.run(
-        ["tmux", *args], capture_output=True, text=True, check=True, timeout=10
+        ["tmux", "-L", SOCKET, *args], capture_output=True, text=True, check=check, timeout=10
     ).stdout
 
 
@@ -45,7 +64,9 @@ class Screen:
         return self.text()
 
     def alive(self) -> bool:
-        out = subprocess.run(["tmux", "has-session", "-t", self.session], capture_output=True)
+        out = subprocess.run(
+            ["tmux", "-L", SOCKET, "has-session", "-t", self.session], capture_output=True
+        )
         return out.returncode == 0
 
 
@@ -60,7 +81,7 @@ def screen(tmp_path: Path, hypervisor: None) -> Iterator[Screen]:
     try:
         yield Screen(session, rc_file)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
+        tmux("kill-session", "-t", session, check=False)
 
 
 def test_a_vm_started_with_virsh_appears_and_its_destroy_shows(
