@@ -33,30 +33,14 @@ from pathlib import Path
 import libvirt
 import psutil
 
+from bench.ui_startup import fleet_xml  # every VM running: the busiest fleet of a size
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).with_name("virtwatch"))
 QEMU_URI = "qemu:///system"
 WARMUP_S = 10.0
 AGE = re.compile(r"data (\d+)s ago")
 KEY_TRIES = 5
-
-
-def fleet_xml(count: int) -> str:
-    parts = [
-        "<node xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>",
-        "<cpu><mhz>2000</mhz><model>t</model><active>8</active><nodes>1</nodes>"
-        "<sockets>1</sockets><cores>4</cores><threads>2</threads></cpu>",
-        "<memory>33554432</memory>",
-    ]
-    for i in range(count):
-        parts.append(
-            f"<domain type='test'><name>vm-{i:04d}</name><uuid>{uuid.UUID(int=i + 1)}</uuid>"
-            f"<memory unit='MiB'>{256 * (1 + i % 4)}</memory><vcpu>{1 + i % 4}</vcpu>"
-            "<os><type arch='x86_64'>hvm</type></os>"
-            f"<test:runstate>{(1, 1, 1, 3, 5)[i % 5]}</test:runstate></domain>"
-        )
-    parts.append("</node>")
-    return "\n".join(parts)
 
 
 def tiny_vm_xml(name: str) -> str:
